@@ -1,0 +1,126 @@
+/* alloc/alloc.h - the allocator's internal interface: cross-file prototypes grouped by the file
+ * that defines them, and the inline lookups every subsystem uses. doc/design/allocator.md. */
+#ifndef CGC_ALLOC_ALLOC_H
+#define CGC_ALLOC_ALLOC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "alloc/atomic.h"
+#include "alloc/check.h"
+#include "alloc/types.h"
+
+/* ---- globals (alloc/mheap.c) ------------------------------------------------------------- */
+
+extern mheap_t mheap;
+extern heap_arena_t **arena_index;  /* ARENA_INDEX_SIZE entries, mapped at init */
+extern uintptr_t heap_lo, heap_hi;  /* atomic: bounds of every arena mapped so far */
+extern int rt_valgrind;             /* running under valgrind: slow paths speak memcheck */
+extern span_t empty_span;           /* a span with nothing free: makes fast paths miss */
+extern mcache_t empty_mcache;       /* the mcache of threads that have not allocated yet */
+extern __thread mcache_t *tls_mcache __attribute__((tls_model("initial-exec")));
+
+/* ---- address to span and object: O(1), lock-free ----------------------------------------- */
+
+/* The span containing address a, or NULL. Two dependent loads after a range test that rejects
+ * most non-heap words at once: this runs on every word the collector scans. */
+static ALWAYS_INLINE span_t *spanmap_lookup(uintptr_t a)
+{
+	if (a - load_relaxed(&heap_lo) >= load_relaxed(&heap_hi) - load_relaxed(&heap_lo))
+		return NULL;
+	heap_arena_t *ha = load_relaxed(&arena_index[a >> ARENA_SHIFT]);
+	if (unlikely(ha == NULL))
+		return NULL;
+	return load_relaxed(&ha->spans[(a >> PAGE_SHIFT) & (PAGES_PER_ARENA - 1)]);
+}
+
+/* Slot index of address a in span s: a multiply and a shift, never a division. */
+static ALWAYS_INLINE size_t span_objindex(const span_t *s, uintptr_t a)
+{
+	return (size_t)(((uint64_t)(a - s->base) * s->divmul) >> 32);
+}
+
+/* The allocated object containing a: its base, with its span and slot index; 0 when a is not
+ * inside an allocated object (foreign, a free slot, a span's unused tail, a free span). Tiny
+ * blocks answer with the block; callers that care find the tiny object inside it. */
+static ALWAYS_INLINE uintptr_t object_find(uintptr_t a, span_t **sp, size_t *idxp)
+{
+	span_t *s = spanmap_lookup(a);
+	if (s == NULL || load_relaxed(&s->kind) == SPAN_FREE)
+		return 0;
+	size_t idx = span_objindex(s, a);
+	if (idx >= s->nelems || load_relaxed(&s->state[idx]) == OBJ_FREE)
+		return 0;
+	*sp = s;
+	*idxp = idx;
+	return s->base + idx * s->elemsize;
+}
+
+/* ---- alloc/meta.c: memory for cgc's own structures --------------------------------------- */
+
+void *meta_alloc(size_t size); /* zeroed; sizes up to 64 KiB; never returned to the OS */
+void meta_free(void *p, size_t size);
+size_t meta_mapped_bytes(void);
+
+/* ---- alloc/arena.c: arenas and the span map ---------------------------------------------- */
+
+int arena_init(void);
+/* Maps at least npages of fresh address space for the page heap (mheap lock held): returns its
+ * base and stores its length in *got; 0 on failure. */
+uintptr_t arena_grow(size_t npages, size_t *got);
+void spanmap_set(uintptr_t base, size_t npages, span_t *s);
+void spanmap_set_page(uintptr_t page, span_t *s);
+
+/* ---- alloc/mheap.c: the page heap -------------------------------------------------------- */
+
+void mheap_init(void);
+span_t *mheap_alloc_small(unsigned spc);                 /* a new span of class spc */
+span_t *mheap_alloc_large(size_t npages, unsigned spc);  /* a span for one large object */
+void mheap_free_span(span_t *s);                          /* takes the mheap lock */
+void mheap_free_span_locked(span_t *s);
+void mheap_scavenge(uint64_t now, uint64_t min_idle_ns);  /* mheap lock held */
+void mheap_release_idle(uint64_t min_idle_ns);           /* takes the lock; test and GC hook */
+void mheap_validate(void);                                /* takes the lock; aborts on error */
+void mheap_validate_locked(void);
+void mheap_register_mcache(mcache_t *c);
+
+/* ---- alloc/span.c: one span's slots ------------------------------------------------------- */
+
+void span_init_objects(span_t *s, unsigned spc);
+bool span_extend_fresh(span_t *s);          /* threads a batch of fresh slots onto freelist */
+size_t span_collect_remote(span_t *s, uintptr_t keep_flag); /* thread_free -> freelist */
+void span_validate(const span_t *s);
+void span_list_push(span_list_t *l, span_t *s);
+void span_list_remove(span_list_t *l, span_t *s);
+span_t *span_list_pop(span_list_t *l);
+void *obj_get_next(void *p);                /* free-list link of a free slot (memcheck aware) */
+void obj_set_next(void *p, void *next);
+
+/* ---- alloc/mcentral.c: unowned spans ------------------------------------------------------ */
+
+span_t *mcentral_take(unsigned spc, mcache_t *c);  /* an unowned span with free slots, now c's */
+void mcentral_adopt(span_t *s);                     /* an owner gives a span up (thread exit) */
+bool mcentral_free(span_t *s, void *p);             /* free into an unowned span; false if it
+                                                       got an owner meanwhile (retry remotely) */
+
+/* ---- alloc/mcache.c: per-thread caches ----------------------------------------------------- */
+
+void mcache_init_key(void);
+mcache_t *mcache_create(void);
+void *mcache_refill(mcache_t *c, unsigned spc);    /* next object of class spc; NULL: no memory */
+void mcache_after_local_free(mcache_t *c, span_t *s);
+void mcache_remote_free(span_t *s, void *p, size_t idx, const char *fn);
+void mcache_destroy(mcache_t *c);
+void *mcache_tiny_alloc_slow(mcache_t *c, size_t size, size_t align);
+
+/* ---- alloc/malloc.c: the public entry points, and bad-input reports ----------------------- */
+
+void alloc_init(void);
+_Noreturn void report_bad_pointer(const char *fn, const void *p);
+
+/* ---- alloc/stats.c ------------------------------------------------------------------------ */
+
+void stats_fold_mcache(mcache_t *c);  /* mheap lock held: an exiting thread's counts */
+
+#endif

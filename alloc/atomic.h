@@ -1,0 +1,25 @@
+/* alloc/atomic.h - atomics behind helpers that name their memory order.
+ * Plain fields shared between threads are only touched through these (doc/design/allocator.md). */
+#ifndef CGC_ALLOC_ATOMIC_H
+#define CGC_ALLOC_ATOMIC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define load_relaxed(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define store_relaxed(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define exchange_acq_rel(p, v) __atomic_exchange_n((p), (v), __ATOMIC_ACQ_REL)
+#define fetch_add_relaxed(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+/* Compare-and-swap; on failure *expected receives the current value. */
+#define cas_weak_release(p, expected, desired) \
+	__atomic_compare_exchange_n((p), (expected), (desired), true, __ATOMIC_RELEASE, __ATOMIC_RELAXED)
+#define cas_strong_acq_rel(p, expected, desired) \
+	__atomic_compare_exchange_n((p), (expected), (desired), false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
+
+/* A counter that one thread writes and others read: a relaxed load and store, not a locked
+ * read-modify-write, because only the owner writes it. */
+#define counter_add_owner(p, v) store_relaxed((p), load_relaxed(p) + (v))
+
+#endif

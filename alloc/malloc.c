@@ -1,0 +1,365 @@
+/* alloc/malloc.c - the public allocation entry points: inline fast paths over the thread's
+ * mcache, out-of-line slow paths, tiny and large objects, and bad-pointer reports.
+ * doc/design/allocator.md, "Fast paths" and "Bad input". */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "alloc/alloc.h"
+#include "alloc/os.h"
+#include "alloc/vg.h"
+#include "include/cgc.h"
+
+_Static_assert(NUM_SIZE_CLASSES == CGC_NUM_CLASSES, "cgc.h's CGC_NUM_CLASSES must match the table");
+
+/* ---- initialisation ---------------------------------------------------------------------- */
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static void do_init(void)
+{
+	mheap_init();
+	if (!arena_init())
+		cgc_fatal("cgc: cannot map the heap's arena index (%zu MiB of address space)",
+			  (size_t)(ARENA_INDEX_SIZE * sizeof(void *)) >> 20);
+	rt_valgrind = os_running_on_valgrind();
+	mcache_init_key();
+}
+
+void alloc_init(void)
+{
+	pthread_once(&init_once, do_init);
+}
+
+__attribute__((constructor)) static void alloc_ctor(void)
+{
+	alloc_init();
+}
+
+/* ---- bad input --------------------------------------------------------------------------- */
+
+/* Works out what is wrong with p, says it in one line, aborts. Nothing was changed before. */
+_Noreturn COLD void report_bad_pointer(const char *fn, const void *p)
+{
+	uintptr_t a = (uintptr_t)p;
+	span_t *s = spanmap_lookup(a);
+	if (s && s->kind != SPAN_FREE) {
+		size_t idx = span_objindex(s, a);
+		if (idx < s->nelems) {
+			uintptr_t base = s->base + idx * s->elemsize;
+			uint8_t st = load_relaxed(&s->state[idx]);
+			if (s->kind == SPAN_TINY && st != OBJ_FREE) {
+				unsigned g = (unsigned)((a - base) / TINY_GRANULE);
+				if ((st >> 4 >> g) & 1) {
+					while (!((st >> g) & 1))
+						g--;
+					cgc_fatal("cgc: %s(): %p is an interior pointer into the tiny object at %p", fn, p,
+						  (void *)(base + g * TINY_GRANULE));
+				}
+			} else if (a == base && st == OBJ_FREE) {
+				cgc_fatal("cgc: %s(): double free of %p (a %zu-byte object that is already free)", fn, p,
+					  s->elemsize);
+			} else if (st != OBJ_FREE) {
+				cgc_fatal("cgc: %s(): %p is an interior pointer into the %zu-byte object at %p", fn, p,
+					  s->elemsize, (void *)base);
+			}
+		}
+	}
+	cgc_fatal("cgc: %s(): %p was not allocated by cgc", fn, p);
+}
+
+/* ---- tiny objects ------------------------------------------------------------------------ */
+
+/* The tiny object that granule g of a tiny block (state byte st) belongs to: its first granule,
+ * or -1 when g is not in use. */
+static int tiny_start(uint8_t st, unsigned g)
+{
+	if (!((st >> 4 >> g) & 1))
+		return -1;
+	while (!((st >> g) & 1))
+		g--;
+	return (int)g;
+}
+
+/* Granules from g to the next object's start or the first unused one. */
+static size_t tiny_size(uint8_t st, unsigned g)
+{
+	unsigned n = 1;
+	while (g + n < TINY_SIZE / TINY_GRANULE && ((st >> 4 >> (g + n)) & 1) && !((st >> (g + n)) & 1))
+		n++;
+	return n * TINY_GRANULE;
+}
+
+/* Fast path: bump inside the current 16-byte block; about ten instructions. */
+static ALWAYS_INLINE void *tiny_alloc(mcache_t *c, size_t n)
+{
+	size_t size = (n + TINY_GRANULE - 1) & ~(size_t)(TINY_GRANULE - 1);
+	size_t align = (size & 7) == 0 ? 8 : TINY_GRANULE;
+	uintptr_t off = (c->tiny_off + align - 1) & ~(align - 1);
+	if (likely(c->tiny != 0 && off + size <= TINY_SIZE && !rt_valgrind)) {
+		unsigned g = (unsigned)(off / TINY_GRANULE), ng = (unsigned)(size / TINY_GRANULE);
+		uint8_t st = load_relaxed(c->tiny_state);
+		store_relaxed(c->tiny_state, (uint8_t)(st | 1u << g | ((1u << ng) - 1) << (4 + g)));
+		c->tiny_off = off + size;
+		counter_add_owner(&c->tiny_allocs, 1);
+		return (void *)(c->tiny + off);
+	}
+	return NULL;
+}
+
+static NOINLINE void *tiny_alloc_slow(mcache_t *c, size_t n)
+{
+	size_t size = (n + TINY_GRANULE - 1) & ~(size_t)(TINY_GRANULE - 1);
+	if (unlikely(rt_valgrind) && c != &empty_mcache && c->tiny) {
+		/* Same packing as the fast path, announced to memcheck object by object. */
+		size_t align = (size & 7) == 0 ? 8 : TINY_GRANULE;
+		uintptr_t off = (c->tiny_off + align - 1) & ~(align - 1);
+		if (off + size <= TINY_SIZE) {
+			unsigned g = (unsigned)(off / TINY_GRANULE), ng = (unsigned)(size / TINY_GRANULE);
+			*c->tiny_state |= (uint8_t)(1u << g | ((1u << ng) - 1) << (4 + g));
+			c->tiny_off = off + size;
+			c->tiny_allocs++;
+			vg_malloclike((void *)(c->tiny + off), size, 0);
+			return (void *)(c->tiny + off);
+		}
+	}
+	void *p = mcache_tiny_alloc_slow(c, size, 0);
+	if (p == NULL)
+		errno = ENOMEM;
+	return p;
+}
+
+/* ---- large objects ----------------------------------------------------------------------- */
+
+static NOINLINE void *large_alloc(size_t n, int noscan)
+{
+	if (n > PTRDIFF_MAX) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	alloc_init();
+	size_t npages = (n + PAGE_SIZE - 1) >> PAGE_SHIFT;
+	span_t *s = mheap_alloc_large(npages, SPC(0, noscan));
+	if (s == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	void *p = (void *)s->base;
+	vg_malloclike(p, s->elemsize, !noscan);
+	/* Fresh and released pages are already zero: no need to touch them. */
+	if (!noscan && s->needzero)
+		memset(p, 0, s->elemsize);
+	return p;
+}
+
+static void large_free(span_t *s, void *p, const char *fn)
+{
+	uint8_t expect = OBJ_ALLOC;
+	if ((uintptr_t)p != s->base ||
+	    !__atomic_compare_exchange_n(&s->large_state, &expect, OBJ_FREE, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_RELAXED))
+		report_bad_pointer(fn, p);
+	vg_freelike(p);
+	mheap_free_span(s);
+}
+
+/* ---- small objects ----------------------------------------------------------------------- */
+
+static NOINLINE void *small_alloc_slow(size_t n, int noscan)
+{
+	if (n > MAX_SMALL_SIZE)
+		return large_alloc(n, noscan);
+	unsigned spc = SPC(size_to_class(n), noscan);
+	mcache_t *c = tls_mcache;
+	if (c == &empty_mcache && (c = mcache_create()) == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	void *p = mcache_refill(c, spc);
+	if (p == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	size_t size = sc_size[spc >> 1];
+	vg_malloclike(p, size, !noscan);
+	if (!noscan)
+		memset(p, 0, size);
+	return p;
+}
+
+/* The fast path: one test (is the current span's free list non-empty?), a pop, the state byte,
+ * a counter and the zeroing: about fifteen instructions before memset. Everything else is
+ * small_alloc_slow. */
+static ALWAYS_INLINE void *small_alloc(size_t n, int noscan)
+{
+	mcache_t *c = tls_mcache;
+	unsigned spc = SPC(sc_class_small[(n + SMALL_SIZE_DIV - 1) / SMALL_SIZE_DIV], noscan);
+	span_t *s = c->alloc[spc];
+	void *p = s->freelist;
+	if (likely(p != NULL)) {
+		s->freelist = *(void **)p;
+		s->nalloc++;
+		store_relaxed(&s->state[span_objindex(s, (uintptr_t)p)], OBJ_ALLOC);
+		counter_add_owner(&c->nmalloc[spc], 1);
+		if (!noscan)
+			memset(p, 0, s->elemsize);
+		return p;
+	}
+	return small_alloc_slow(n, noscan);
+}
+
+CGC_API void *cgc_malloc(size_t n)
+{
+	if (likely(n <= SMALL_SIZE_MAX))
+		return small_alloc(n, 0);
+	return small_alloc_slow(n, 0);
+}
+
+CGC_API void *cgc_malloc_atomic(size_t n)
+{
+	if (n - 1 < TINY_SIZE - 1) {
+		void *p = tiny_alloc(tls_mcache, n);
+		return likely(p != NULL) ? p : tiny_alloc_slow(tls_mcache, n);
+	}
+	if (likely(n <= SMALL_SIZE_MAX))
+		return small_alloc(n, 1);
+	return small_alloc_slow(n, 1);
+}
+
+CGC_API void *cgc_calloc(size_t n, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(n, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return cgc_malloc(total);
+}
+
+/* ---- free and queries -------------------------------------------------------------------- */
+
+/* Frees of tiny and large objects, and anything the fast path did not recognise. */
+static NOINLINE void free_slow(void *p, span_t *s, const char *fn)
+{
+	if (s == NULL || s->kind == SPAN_FREE)
+		report_bad_pointer(fn, p);
+	if (s->kind == SPAN_LARGE) {
+		large_free(s, p, fn);
+		return;
+	}
+	/* Tiny: a free is accepted at the start of a live tiny object and does nothing; the block
+	 * comes back when the collector finds all of it unreachable (doc/design/allocator.md). */
+	uintptr_t a = (uintptr_t)p;
+	size_t idx = span_objindex(s, a);
+	uintptr_t blk = s->base + idx * s->elemsize;
+	uint8_t st = idx < s->nelems ? load_relaxed(&s->state[idx]) : 0;
+	unsigned g = (unsigned)((a - blk) / TINY_GRANULE);
+	if (st == OBJ_FREE || (a - blk) % TINY_GRANULE || !((st >> g) & 1) || !((st >> 4 >> g) & 1))
+		report_bad_pointer(fn, p);
+}
+
+static ALWAYS_INLINE void free_small(void *p, const char *fn)
+{
+	uintptr_t a = (uintptr_t)p;
+	span_t *s = spanmap_lookup(a);
+	if (unlikely(s == NULL || s->kind != SPAN_SMALL)) {
+		free_slow(p, s, fn);
+		return;
+	}
+	size_t idx = span_objindex(s, a);
+	if (unlikely(idx >= s->nelems || s->base + idx * s->elemsize != a))
+		report_bad_pointer(fn, p);
+	mcache_t *c = tls_mcache;
+	if (likely(load_relaxed(&s->owner) == c)) {
+		/* Ours: no atomics. The state byte catches a double free before anything changes. */
+		if (unlikely(load_relaxed(&s->state[idx]) != OBJ_ALLOC))
+			report_bad_pointer(fn, p);
+		store_relaxed(&s->state[idx], OBJ_FREE);
+		if (unlikely(rt_valgrind || CGC_DEBUG_LEVEL > 0)) {
+			vg_freelike(p);
+			if (CGC_DEBUG_LEVEL > 0 && s->elemsize > sizeof(void *)) {
+				vg_undefined(p, s->elemsize);
+				memset((char *)p + sizeof(void *), FREED_FILL, s->elemsize - sizeof(void *));
+				vg_noaccess(p, s->elemsize);
+			}
+			obj_set_next(p, s->freelist);
+		} else {
+			*(void **)p = s->freelist;
+		}
+		s->freelist = p;
+		counter_add_owner(&c->nfree[s->spc], 1);
+		if (unlikely(--s->nalloc == 0 || s->where == WHERE_MC_FULL))
+			mcache_after_local_free(c, s);
+		return;
+	}
+	mcache_remote_free(s, p, idx, fn);
+}
+
+CGC_API void cgc_free(void *p)
+{
+	if (p != NULL)
+		free_small(p, "free");
+}
+
+/* Usable bytes of the object that starts at p; aborts on anything else. */
+static size_t usable_size_checked(const void *p, const char *fn, span_t **sp)
+{
+	uintptr_t a = (uintptr_t)p;
+	span_t *s = spanmap_lookup(a);
+	if (s == NULL || s->kind == SPAN_FREE)
+		report_bad_pointer(fn, p);
+	size_t idx = span_objindex(s, a);
+	if (idx >= s->nelems)
+		report_bad_pointer(fn, p);
+	uintptr_t base = s->base + idx * s->elemsize;
+	uint8_t st = load_relaxed(&s->state[idx]);
+	*sp = s;
+	if (s->kind == SPAN_TINY) {
+		unsigned g = (unsigned)((a - base) / TINY_GRANULE);
+		if (st == OBJ_FREE || (a - base) % TINY_GRANULE || tiny_start(st, g) != (int)g)
+			report_bad_pointer(fn, p);
+		return tiny_size(st, g);
+	}
+	if (a != base || st != OBJ_ALLOC)
+		report_bad_pointer(fn, p);
+	return s->elemsize;
+}
+
+CGC_API size_t cgc_usable_size(const void *p)
+{
+	span_t *s;
+	return p ? usable_size_checked(p, "usable_size", &s) : 0;
+}
+
+CGC_API void *cgc_realloc(void *p, size_t n)
+{
+	if (p == NULL)
+		return cgc_malloc(n);
+	span_t *s;
+	size_t old = usable_size_checked(p, "realloc", &s);
+	int noscan = SPC_NOSCAN(s->spc);
+	/* In place when the new size fits and would not waste more than half of the object. */
+	if (n != 0 && n <= old && (n > old / 2 || s->kind == SPAN_TINY))
+		return p;
+	void *q = noscan ? cgc_malloc_atomic(n) : cgc_malloc(n);
+	if (q == NULL)
+		return NULL; /* p is untouched and still valid */
+	memcpy(q, p, n < old ? n : old);
+	free_small(p, "realloc");
+	return q;
+}
+
+CGC_API void *cgc_base(const void *p)
+{
+	span_t *s;
+	size_t idx;
+	uintptr_t a = (uintptr_t)p;
+	uintptr_t base = object_find(a, &s, &idx);
+	if (base == 0)
+		return NULL;
+	if (s->kind == SPAN_TINY) {
+		int g = tiny_start(load_relaxed(&s->state[idx]), (unsigned)((a - base) / TINY_GRANULE));
+		return g < 0 ? NULL : (void *)(base + (unsigned)g * TINY_GRANULE);
+	}
+	return (void *)base;
+}

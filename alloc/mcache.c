@@ -1,0 +1,260 @@
+/* alloc/mcache.c - the per-thread cache: owns spans, refills its current span per class, takes
+ * frees of its own spans without locks. doc/design/allocator.md, "mcache". */
+#include <string.h>
+
+#include "alloc/alloc.h"
+#include "alloc/vg.h"
+
+span_t empty_span = {.kind = SPAN_FREE};
+mcache_t empty_mcache = {
+	.alloc = {[0 ... NUM_SPAN_CLASSES - 1] = &empty_span},
+	.cur = {[0 ... NUM_SPAN_CLASSES - 1] = &empty_span},
+};
+__thread mcache_t *tls_mcache __attribute__((tls_model("initial-exec"))) = &empty_mcache;
+
+static pthread_key_t mcache_key;
+
+static void mcache_thread_exit(void *arg)
+{
+	mcache_t *c = arg;
+	tls_mcache = &empty_mcache;
+	mcache_destroy(c);
+}
+
+void mcache_init_key(void)
+{
+	if (pthread_key_create(&mcache_key, mcache_thread_exit) != 0)
+		cgc_fatal("cgc: cannot create the thread-exit key for per-thread caches");
+}
+
+mcache_t *mcache_create(void)
+{
+	alloc_init();
+	pthread_mutex_lock(&mheap.lock);
+	mcache_t *c;
+	for (c = mheap.mcaches; c; c = c->all_next)
+		if (!c->live)
+			break;
+	if (c == NULL) {
+		c = meta_alloc(sizeof(mcache_t));
+		if (c)
+			mheap_register_mcache(c);
+	}
+	if (c) {
+		/* A pooled cache may still receive stale remote_pending bumps from frees that read its
+		 * address as an owner before it was given up: they cost one extra look, nothing more. */
+		for (unsigned i = 0; i < NUM_SPAN_CLASSES; i++) {
+			c->alloc[i] = c->cur[i] = &empty_span;
+			c->partial[i] = (span_list_t){0};
+			c->full[i] = (span_list_t){0};
+		}
+		c->tiny = 0;
+		c->tiny_off = 0;
+		c->tiny_state = NULL;
+		c->live = 1;
+		c->magic = MCACHE_MAGIC;
+	}
+	pthread_mutex_unlock(&mheap.lock);
+	if (c) {
+		tls_mcache = c;
+		pthread_setspecific(mcache_key, c);
+	}
+	return c;
+}
+
+static void make_current(mcache_t *c, unsigned spc, span_t *s)
+{
+	s->where = WHERE_MC_CUR;
+	c->cur[spc] = s;
+	/* Under valgrind the fast path must always miss (alloc/types.h, struct mcache). */
+	c->alloc[spc] = rt_valgrind ? &empty_span : s;
+}
+
+/* Full spans of class spc that other threads freed into: only looked at when such a free told
+ * us (remote_pending), so the cost is paid by the programs that free remotely. */
+static void rescue_remote(mcache_t *c, unsigned spc)
+{
+	if (load_relaxed(&c->remote_pending[spc]) == 0)
+		return;
+	exchange_acq_rel(&c->remote_pending[spc], 0);
+	span_t *next;
+	for (span_t *s = c->full[spc].head; s; s = next) {
+		next = s->next;
+		if (load_relaxed(&s->thread_free) == 0)
+			continue;
+		span_list_remove(&c->full[spc], s);
+		span_collect_remote(s, 0);
+		s->where = WHERE_MC_PARTIAL;
+		span_list_push(&c->partial[spc], s);
+	}
+}
+
+/* The next span to allocate from: an owned partial span, one rescued from remote frees, an
+ * unowned one from mcentral, or a new one from the page heap, in that order of cost. */
+static span_t *next_span(mcache_t *c, unsigned spc)
+{
+	span_t *s;
+	for (int pass = 0; pass < 2; pass++) {
+		while ((s = span_list_pop(&c->partial[spc])) != NULL) {
+			span_collect_remote(s, 0);
+			if (s->freelist || span_extend_fresh(s))
+				return s;
+			s->where = WHERE_MC_FULL;
+			span_list_push(&c->full[spc], s);
+		}
+		if (pass == 0)
+			rescue_remote(c, spc);
+	}
+	s = mcentral_take(spc, c);
+	if (s && (s->freelist || span_extend_fresh(s)))
+		return s;
+	if (s) { /* cannot happen: mcentral keeps full spans apart */
+		s->where = WHERE_MC_FULL;
+		span_list_push(&c->full[spc], s);
+	}
+	s = mheap_alloc_small(spc);
+	if (s == NULL)
+		return NULL;
+	store_relaxed(&s->owner, c);
+	span_extend_fresh(s);
+	return s;
+}
+
+void *mcache_refill(mcache_t *c, unsigned spc)
+{
+	span_t *s = c->cur[spc];
+	if (s != &empty_span) {
+		if (VALIDATE)
+			span_validate(s);
+		if (s->freelist == NULL && span_collect_remote(s, 0) == 0)
+			span_extend_fresh(s);
+		if (s->freelist == NULL) {
+			s->where = WHERE_MC_FULL;
+			span_list_push(&c->full[spc], s);
+			c->cur[spc] = c->alloc[spc] = &empty_span;
+			s = next_span(c, spc);
+			if (s == NULL)
+				return NULL;
+			make_current(c, spc, s);
+		}
+	} else {
+		s = next_span(c, spc);
+		if (s == NULL)
+			return NULL;
+		make_current(c, spc, s);
+	}
+	void *p = s->freelist;
+	s->freelist = obj_get_next(p);
+	s->nalloc++;
+	store_relaxed(&s->state[span_objindex(s, (uintptr_t)p)], OBJ_ALLOC);
+	counter_add_owner(&c->nmalloc[spc], 1);
+	return p;
+}
+
+/* After a local free: a full span has room again, or a span became empty. */
+void mcache_after_local_free(mcache_t *c, span_t *s)
+{
+	unsigned spc = s->spc;
+	if (s->where == WHERE_MC_FULL) {
+		span_list_remove(&c->full[spc], s);
+		s->where = WHERE_MC_PARTIAL;
+		span_list_push(&c->partial[spc], s);
+	}
+	/* An empty span goes back to the page heap unless it is this class's only spare: a program
+	 * that frees and allocates around a span boundary must not map and unmap it every time. */
+	if (s->nalloc == 0 && s->where == WHERE_MC_PARTIAL && c->partial[spc].len > 1) {
+		span_list_remove(&c->partial[spc], s);
+		s->where = WHERE_NONE;
+		/* nalloc == 0 counts pending remote frees too, so none can be in flight. */
+		store_relaxed(&s->thread_free, 0);
+		mheap_free_span(s);
+	}
+}
+
+void mcache_remote_free(span_t *s, void *p, size_t idx, const char *fn)
+{
+	uint8_t expect = OBJ_ALLOC;
+	if (!__atomic_compare_exchange_n(&s->state[idx], &expect, OBJ_FREE, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_RELAXED))
+		report_bad_pointer(fn, p);
+	vg_freelike(p);
+	if (CGC_DEBUG_LEVEL > 0 && s->elemsize > sizeof(void *)) {
+		vg_undefined(p, s->elemsize);
+		memset((char *)p + sizeof(void *), FREED_FILL, s->elemsize - sizeof(void *));
+		vg_noaccess(p, s->elemsize);
+	}
+	unsigned spc = s->spc;
+	uintptr_t old = load_relaxed(&s->thread_free);
+	for (;;) {
+		if (old & TF_UNOWNED) {
+			if (mcentral_free(s, p))
+				break;
+			old = load_relaxed(&s->thread_free);
+			continue;
+		}
+		obj_set_next(p, (void *)old);
+		if (cas_weak_release(&s->thread_free, &old, (uintptr_t)p)) {
+			if (old == 0) {
+				mcache_t *o = load_relaxed(&s->owner);
+				if (o)
+					fetch_add_relaxed(&o->remote_pending[spc], 1);
+			}
+			break;
+		}
+	}
+	mcache_t *me = tls_mcache;
+	if (me != &empty_mcache)
+		counter_add_owner(&me->nfree[spc], 1);
+	else
+		fetch_add_relaxed(&mheap.dead_nfree[spc], 1);
+}
+
+void mcache_destroy(mcache_t *c)
+{
+	for (unsigned spc = 0; spc < NUM_SPAN_CLASSES; spc++) {
+		span_t *s = c->cur[spc];
+		if (s != &empty_span) {
+			s->where = WHERE_NONE;
+			mcentral_adopt(s);
+		}
+		c->cur[spc] = c->alloc[spc] = &empty_span;
+		while ((s = span_list_pop(&c->partial[spc])) != NULL) {
+			s->where = WHERE_NONE;
+			mcentral_adopt(s);
+		}
+		while ((s = span_list_pop(&c->full[spc])) != NULL) {
+			s->where = WHERE_NONE;
+			mcentral_adopt(s);
+		}
+	}
+	c->tiny = 0;
+	c->tiny_off = 0;
+	c->tiny_state = NULL;
+	pthread_mutex_lock(&mheap.lock);
+	stats_fold_mcache(c);
+	c->live = 0;
+	pthread_mutex_unlock(&mheap.lock);
+}
+
+void *mcache_tiny_alloc_slow(mcache_t *c, size_t size, size_t align)
+{
+	(void)align;
+	if (c == &empty_mcache && (c = mcache_create()) == NULL)
+		return NULL;
+	void *blk = mcache_refill(c, TINY_SPC);
+	if (blk == NULL)
+		return NULL;
+	span_t *s = spanmap_lookup((uintptr_t)blk);
+	uint8_t *st = &s->state[span_objindex(s, (uintptr_t)blk)];
+	unsigned ng = (unsigned)(size / TINY_GRANULE);
+	store_relaxed(st, (uint8_t)(1u | (((1u << ng) - 1) << 4)));
+	/* Keep the block with more room left: a 12-byte object must not strand a half-used block. */
+	if (c->tiny == 0 || TINY_SIZE - size > TINY_SIZE - c->tiny_off) {
+		c->tiny = (uintptr_t)blk;
+		c->tiny_off = size;
+		c->tiny_state = st;
+	}
+	counter_add_owner(&c->tiny_allocs, 1);
+	vg_malloclike(blk, size, 0);
+	return blk;
+}

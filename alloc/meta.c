@@ -1,0 +1,75 @@
+/* alloc/meta.c - memory for cgc's own structures (spans, state arrays, mcaches, arena maps).
+ * Power-of-two pools carved from mmap'd chunks; none of it is heap the collector manages. */
+#include <string.h>
+
+#include "alloc/alloc.h"
+#include "alloc/os.h"
+
+#define META_MIN_SHIFT 4               /* 16 bytes */
+#define META_MAX_SHIFT 16              /* 64 KiB: an arena's span table */
+#define META_CHUNK (1u << 20)          /* mapped at a time */
+
+static pthread_mutex_t meta_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *meta_free_lists[META_MAX_SHIFT + 1];
+static char *meta_bump, *meta_bump_end;
+static size_t meta_mapped;
+
+static unsigned meta_shift(size_t size)
+{
+	unsigned sh = META_MIN_SHIFT;
+	while (((size_t)1 << sh) < size)
+		sh++;
+	return sh;
+}
+
+void *meta_alloc(size_t size)
+{
+	unsigned sh = meta_shift(size);
+	if (sh > META_MAX_SHIFT)
+		cgc_fatal("cgc: internal error: metadata request of %zu bytes", size);
+	size_t bytes = (size_t)1 << sh;
+	void *p;
+	pthread_mutex_lock(&meta_lock);
+	p = meta_free_lists[sh];
+	if (p) {
+		meta_free_lists[sh] = *(void **)p;
+		*(void **)p = NULL; /* the rest was zeroed by meta_free */
+	} else {
+		if ((size_t)(meta_bump_end - meta_bump) < bytes) {
+			/* The tail of the old chunk is abandoned: at most 64 KiB per MiB. */
+			char *c = os_map(NULL, META_CHUNK);
+			if (c == NULL) {
+				pthread_mutex_unlock(&meta_lock);
+				return NULL;
+			}
+			meta_bump = c;
+			meta_bump_end = c + META_CHUNK;
+			meta_mapped += META_CHUNK;
+		}
+		/* Chunks are mapped at page alignment and every size is a power of two, so carving in
+		 * size order keeps each piece aligned to min(its size, the page). */
+		uintptr_t a = ((uintptr_t)meta_bump + bytes - 1) & ~(uintptr_t)(bytes > 4096 ? 4095 : bytes - 1);
+		p = (void *)a;
+		meta_bump = (char *)a + bytes;
+	}
+	pthread_mutex_unlock(&meta_lock);
+	return p;
+}
+
+void meta_free(void *p, size_t size)
+{
+	unsigned sh = meta_shift(size);
+	memset(p, 0, (size_t)1 << sh);
+	pthread_mutex_lock(&meta_lock);
+	*(void **)p = meta_free_lists[sh];
+	meta_free_lists[sh] = p;
+	pthread_mutex_unlock(&meta_lock);
+}
+
+size_t meta_mapped_bytes(void)
+{
+	pthread_mutex_lock(&meta_lock);
+	size_t n = meta_mapped;
+	pthread_mutex_unlock(&meta_lock);
+	return n;
+}

@@ -1,0 +1,389 @@
+/* alloc/mheap.c - the page heap: spans of 8 KiB pages from arenas, free runs kept by length and
+ * coalesced on free, idle runs returned to the OS. doc/design/allocator.md, "Page heap". */
+#include <string.h>
+
+#include "alloc/alloc.h"
+#include "alloc/os.h"
+#include "alloc/vg.h"
+
+mheap_t mheap;
+int rt_valgrind;
+
+void mheap_init(void)
+{
+	pthread_mutex_init(&mheap.lock, NULL);
+	for (unsigned i = 0; i < NUM_SPAN_CLASSES; i++)
+		pthread_mutex_init(&mheap.central[i].lock, NULL);
+	mheap.next_hint = HEAP_HINT_BASE;
+	mheap.sweepgen = 2;
+	mheap.last_scavenge = os_nanotime();
+}
+
+static span_t *span_struct_new(void)
+{
+	span_t *s = meta_alloc(sizeof(span_t));
+	if (s)
+		s->magic = SPAN_MAGIC;
+	return s;
+}
+
+static void span_struct_free(span_t *s)
+{
+	s->magic = 0;
+	meta_free(s, sizeof(span_t));
+}
+
+/* ---- free runs --------------------------------------------------------------------------- */
+
+static unsigned free_list_of(size_t npages)
+{
+	return npages < HEAP_FREE_LISTS ? (unsigned)npages : 0;
+}
+
+static void free_insert(span_t *s)
+{
+	unsigned i = free_list_of(s->npages);
+	span_list_push(&mheap.free[i], s);
+	mheap.free_mask[i / 64] |= 1ull << (i % 64);
+	s->where = WHERE_HEAP_FREE;
+	store_relaxed(&s->kind, SPAN_FREE);
+	/* First and last page map to the free span: what coalescing looks at. */
+	spanmap_set_page(s->base, s);
+	spanmap_set_page(s->base + ((s->npages - 1) << PAGE_SHIFT), s);
+	if (s->scavenged)
+		mheap.pages_released += s->npages;
+	else
+		mheap.pages_free += s->npages;
+}
+
+static void free_remove(span_t *s)
+{
+	unsigned i = free_list_of(s->npages);
+	span_list_remove(&mheap.free[i], s);
+	if (mheap.free[i].head == NULL)
+		mheap.free_mask[i / 64] &= ~(1ull << (i % 64));
+	if (s->scavenged)
+		mheap.pages_released -= s->npages;
+	else
+		mheap.pages_free -= s->npages;
+	s->where = WHERE_NONE;
+}
+
+/* The smallest free run of at least npages: the first non-empty exact list at or above npages
+ * (found with the bitmap), else the best fit among the long runs, lowest address on ties so the
+ * heap stays compact. */
+static span_t *free_find(size_t npages)
+{
+	if (npages < HEAP_FREE_LISTS) {
+		for (unsigned w = (unsigned)npages / 64; w < HEAP_FREE_LISTS / 64; w++) {
+			uint64_t m = mheap.free_mask[w];
+			if (w == npages / 64)
+				m &= ~0ull << (npages % 64);
+			if (w == 0)
+				m &= ~1ull; /* bit 0 is the long-run list */
+			if (m)
+				return mheap.free[w * 64 + (unsigned)__builtin_ctzll(m)].head;
+		}
+	}
+	span_t *best = NULL;
+	for (span_t *s = mheap.free[0].head; s; s = s->next)
+		if (s->npages >= npages &&
+		    (best == NULL || s->npages < best->npages || (s->npages == best->npages && s->base < best->base)))
+			best = s;
+	return best;
+}
+
+/* Inserts pages [base, base+npages) as a free run, merging with free neighbours. Entries of pages
+ * that end up inside the run are cleared, so no lookup can reach a stale span struct. */
+static void free_range(span_t *s)
+{
+	uintptr_t lo = load_relaxed(&heap_lo), hi = load_relaxed(&heap_hi);
+	if (s->base > lo) {
+		span_t *p = spanmap_lookup(s->base - PAGE_SIZE);
+		if (p && p->where == WHERE_HEAP_FREE) {
+			free_remove(p);
+			spanmap_set_page(s->base - PAGE_SIZE, NULL);
+			spanmap_set_page(s->base, NULL);
+			s->base = p->base;
+			s->npages += p->npages;
+			s->needzero |= p->needzero;
+			s->scavenged &= p->scavenged;
+			if (p->free_since > s->free_since)
+				s->free_since = p->free_since;
+			span_struct_free(p);
+		}
+	}
+	uintptr_t end = s->base + (s->npages << PAGE_SHIFT);
+	if (end < hi) {
+		span_t *n = spanmap_lookup(end);
+		if (n && n->where == WHERE_HEAP_FREE) {
+			free_remove(n);
+			spanmap_set_page(end - PAGE_SIZE, NULL);
+			spanmap_set_page(end, NULL);
+			s->npages += n->npages;
+			s->needzero |= n->needzero;
+			s->scavenged &= n->scavenged;
+			if (n->free_since > s->free_since)
+				s->free_since = n->free_since;
+			span_struct_free(n);
+		}
+	}
+	free_insert(s);
+}
+
+/* ---- allocation -------------------------------------------------------------------------- */
+
+/* Pages from the unused tail of the newest reservation; maps more when it is too short. */
+static span_t *bump_alloc(size_t npages)
+{
+	size_t bytes = npages << PAGE_SHIFT;
+	if (bytes >> PAGE_SHIFT != npages)
+		return NULL;
+	if (mheap.bump_end - mheap.bump < bytes) {
+		size_t got;
+		uintptr_t a = arena_grow(npages, &got);
+		if (a == 0)
+			return NULL;
+		if (a == mheap.bump_end) {
+			mheap.bump_end += got;
+		} else {
+			/* Not contiguous: the old tail becomes an ordinary free run (still zero). */
+			if (mheap.bump_end > mheap.bump) {
+				span_t *t = span_struct_new();
+				if (t) {
+					t->base = mheap.bump;
+					t->npages = (mheap.bump_end - mheap.bump) >> PAGE_SHIFT;
+					t->free_since = os_nanotime();
+					free_range(t);
+				}
+			}
+			mheap.bump = a;
+			mheap.bump_end = a + got;
+		}
+		if (mheap.bump_end - mheap.bump < bytes)
+			return NULL;
+	}
+	span_t *s = span_struct_new();
+	if (s == NULL)
+		return NULL;
+	s->base = mheap.bump;
+	s->npages = npages;
+	s->needzero = 0;
+	mheap.bump += bytes;
+	return s;
+}
+
+static void maybe_scavenge(void)
+{
+	uint64_t now = os_nanotime();
+	if (now - mheap.last_scavenge >= SCAVENGE_INTERVAL_NS)
+		mheap_scavenge(now, SCAVENGE_DELAY_NS);
+}
+
+/* npages of address space for a new span (lock held): a free run split to size, or fresh pages. */
+static span_t *heap_alloc_pages(size_t npages)
+{
+	maybe_scavenge();
+	span_t *s = free_find(npages);
+	if (s == NULL) {
+		s = bump_alloc(npages);
+		if (s == NULL)
+			return NULL;
+	} else {
+		free_remove(s);
+		spanmap_set_page(s->base + ((s->npages - 1) << PAGE_SHIFT), NULL);
+		if (s->npages > npages) {
+			span_t *rest = span_struct_new();
+			if (rest == NULL) {
+				free_insert(s);
+				return NULL;
+			}
+			rest->base = s->base + (npages << PAGE_SHIFT);
+			rest->npages = s->npages - npages;
+			rest->needzero = s->needzero;
+			rest->scavenged = s->scavenged;
+			rest->free_since = s->free_since;
+			s->npages = npages;
+			free_insert(rest);
+		}
+		if (s->scavenged)
+			s->needzero = 0; /* released pages read as zero */
+		s->scavenged = 0;
+	}
+	s->where = WHERE_NONE;
+	s->next = s->prev = NULL;
+	s->sweepgen = mheap.sweepgen;
+	mheap.pages_inuse += npages;
+	/* Memory that held freed objects is no-access to memcheck; it is ours again. */
+	vg_undefined((void *)s->base, npages << PAGE_SHIFT);
+	return s;
+}
+
+span_t *mheap_alloc_small(unsigned spc)
+{
+	unsigned cl = spc == TINY_SPC ? size_to_class(TINY_SIZE) : spc >> 1;
+	pthread_mutex_lock(&mheap.lock);
+	span_t *s = heap_alloc_pages(sc_npages[cl]);
+	if (s) {
+		span_init_objects(s, spc);
+		s->state = meta_alloc(s->nelems);
+		if (s->state == NULL) {
+			store_relaxed(&s->kind, SPAN_FREE);
+			mheap_free_span_locked(s);
+			s = NULL;
+		} else {
+			mheap.nspans[spc]++;
+			spanmap_set(s->base, s->npages, s);
+		}
+	}
+	if (VALIDATE)
+		mheap_validate_locked();
+	pthread_mutex_unlock(&mheap.lock);
+	return s;
+}
+
+span_t *mheap_alloc_large(size_t npages, unsigned spc)
+{
+	pthread_mutex_lock(&mheap.lock);
+	span_t *s = heap_alloc_pages(npages);
+	if (s) {
+		s->spc = (uint8_t)spc;
+		s->elemsize = npages << PAGE_SHIFT;
+		s->divmul = 0;
+		s->nelems = 1;
+		s->nalloc = 1;
+		s->nfresh = 1;
+		s->freelist = NULL;
+		s->large_state = OBJ_ALLOC;
+		s->state = &s->large_state;
+		store_relaxed(&s->owner, NULL);
+		store_relaxed(&s->thread_free, 0);
+		store_relaxed(&s->kind, SPAN_LARGE);
+		mheap.nspans[spc]++;
+		mheap.large_nmalloc++;
+		mheap.large_inuse += s->elemsize;
+		spanmap_set(s->base, s->npages, s);
+	}
+	if (VALIDATE)
+		mheap_validate_locked();
+	pthread_mutex_unlock(&mheap.lock);
+	return s;
+}
+
+/* ---- free -------------------------------------------------------------------------------- */
+
+void mheap_free_span_locked(span_t *s)
+{
+	CHECK(s->magic == SPAN_MAGIC && s->where == WHERE_NONE);
+	if (s->kind == SPAN_LARGE) {
+		mheap.large_nfree++;
+		mheap.large_inuse -= s->elemsize;
+		mheap.nspans[s->spc]--;
+	} else if (s->kind != SPAN_FREE) {
+		mheap.nspans[s->spc]--;
+	}
+	if (s->state && s->state != &s->large_state)
+		meta_free(s->state, s->nelems);
+	s->state = NULL;
+	mheap.pages_inuse -= s->npages;
+	store_relaxed(&s->kind, SPAN_FREE);
+	store_relaxed(&s->owner, NULL);
+	/* Only the first and last page keep an entry; the interior is cleared now, not left stale. */
+	for (size_t i = 1; i + 1 < s->npages; i++)
+		spanmap_set_page(s->base + (i << PAGE_SHIFT), NULL);
+	s->needzero = 1;
+	s->scavenged = 0;
+	s->free_since = os_nanotime();
+	free_range(s);
+	maybe_scavenge();
+	if (VALIDATE)
+		mheap_validate_locked();
+}
+
+void mheap_free_span(span_t *s)
+{
+	pthread_mutex_lock(&mheap.lock);
+	mheap_free_span_locked(s);
+	pthread_mutex_unlock(&mheap.lock);
+}
+
+/* ---- scavenger --------------------------------------------------------------------------- */
+
+void mheap_scavenge(uint64_t now, uint64_t min_idle_ns)
+{
+	mheap.last_scavenge = now;
+	for (unsigned i = 0; i < HEAP_FREE_LISTS; i++) {
+		for (span_t *s = mheap.free[i].head; s; s = s->next) {
+			if (s->scavenged || now - s->free_since < min_idle_ns)
+				continue;
+			os_release((void *)s->base, s->npages << PAGE_SHIFT);
+			s->scavenged = 1;
+			s->needzero = 0;
+			mheap.pages_free -= s->npages;
+			mheap.pages_released += s->npages;
+		}
+	}
+}
+
+void mheap_release_idle(uint64_t min_idle_ns)
+{
+	pthread_mutex_lock(&mheap.lock);
+	mheap_scavenge(os_nanotime(), min_idle_ns);
+	pthread_mutex_unlock(&mheap.lock);
+}
+
+/* ---- validator --------------------------------------------------------------------------- */
+
+/* Every free run: on the right list, mapped at both ends, not adjacent to another free run; the
+ * page counts add up. Aborts with a report on the first violation. */
+void mheap_validate_locked(void)
+{
+	size_t free_pages = 0, released = 0;
+	for (unsigned i = 0; i < HEAP_FREE_LISTS; i++) {
+		size_t n = 0;
+		bool bit = (mheap.free_mask[i / 64] >> (i % 64)) & 1;
+		if (bit != (mheap.free[i].head != NULL))
+			cgc_fatal("cgc: heap check: free list %u and its mask bit disagree", i);
+		for (span_t *s = mheap.free[i].head; s; s = s->next) {
+			n++;
+			if (s->magic != SPAN_MAGIC || s->kind != SPAN_FREE || s->where != WHERE_HEAP_FREE)
+				cgc_fatal("cgc: heap check: span %p on free list %u is not a free span", (void *)s, i);
+			if (free_list_of(s->npages) != i)
+				cgc_fatal("cgc: heap check: %zu-page run on free list %u", s->npages, i);
+			if (spanmap_lookup(s->base) != s ||
+			    spanmap_lookup(s->base + ((s->npages - 1) << PAGE_SHIFT)) != s)
+				cgc_fatal("cgc: heap check: free run at %p is not mapped at its ends", (void *)s->base);
+			span_t *nb = spanmap_lookup(s->base + (s->npages << PAGE_SHIFT));
+			if (nb && nb->where == WHERE_HEAP_FREE)
+				cgc_fatal("cgc: heap check: free runs at %p and %p are adjacent", (void *)s->base,
+					  (void *)nb->base);
+			if (s->scavenged)
+				released += s->npages;
+			else
+				free_pages += s->npages;
+		}
+		if (n != mheap.free[i].len)
+			cgc_fatal("cgc: heap check: free list %u has %zu runs, says %zu", i, n, mheap.free[i].len);
+	}
+	if (free_pages != mheap.pages_free || released != mheap.pages_released)
+		cgc_fatal("cgc: heap check: %zu free + %zu released pages, counted %zu + %zu", free_pages,
+			  released, mheap.pages_free, mheap.pages_released);
+	size_t total = (size_t)mheap.arena_bytes >> PAGE_SHIFT;
+	size_t bump = (mheap.bump_end - mheap.bump) >> PAGE_SHIFT;
+	if (mheap.pages_inuse + free_pages + released + bump > total)
+		cgc_fatal("cgc: heap check: %zu in use + %zu free + %zu released + %zu unused > %zu mapped pages",
+			  mheap.pages_inuse, free_pages, released, bump, total);
+}
+
+void mheap_validate(void)
+{
+	pthread_mutex_lock(&mheap.lock);
+	mheap_validate_locked();
+	pthread_mutex_unlock(&mheap.lock);
+}
+
+void mheap_register_mcache(mcache_t *c)
+{
+	c->all_next = mheap.mcaches;
+	mheap.mcaches = c;
+}

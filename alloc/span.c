@@ -1,0 +1,139 @@
+/* alloc/span.c - the slots of one span: carving fresh slots, collecting remote frees, lists and
+ * the span validator. doc/design/allocator.md, "Spans". */
+#include <string.h>
+
+#include "alloc/alloc.h"
+#include "alloc/vg.h"
+
+void *obj_get_next(void *p)
+{
+	vg_defined(p, sizeof(void *));
+	void *n = *(void **)p;
+	vg_noaccess(p, sizeof(void *));
+	return n;
+}
+
+void obj_set_next(void *p, void *next)
+{
+	vg_undefined(p, sizeof(void *));
+	*(void **)p = next;
+	vg_noaccess(p, sizeof(void *));
+}
+
+void span_init_objects(span_t *s, unsigned spc)
+{
+	unsigned cl = spc == TINY_SPC ? size_to_class(TINY_SIZE) : spc >> 1;
+	s->spc = (uint8_t)spc;
+	s->kind = spc == TINY_SPC ? SPAN_TINY : SPAN_SMALL;
+	s->elemsize = sc_size[cl];
+	s->divmul = sc_divmul[cl];
+	s->nelems = sc_nelems[cl];
+	s->nalloc = 0;
+	s->nfresh = 0;
+	s->freelist = NULL;
+	store_relaxed(&s->thread_free, 0);
+	store_relaxed(&s->owner, NULL);
+}
+
+/* Fresh slots are threaded in address order, a batch at a time: the first allocations from a new
+ * span touch one page, not the whole span. */
+bool span_extend_fresh(span_t *s)
+{
+	if (s->nfresh >= s->nelems)
+		return false;
+	size_t batch = FRESH_BATCH_BYTES / s->elemsize;
+	if (batch == 0)
+		batch = 1;
+	size_t from = s->nfresh, to = from + batch;
+	if (to > s->nelems)
+		to = s->nelems;
+	void *head = s->freelist;
+	for (size_t i = to; i > from; i--) {
+		void *p = (void *)(s->base + (i - 1) * s->elemsize);
+		obj_set_next(p, head);
+		head = p;
+	}
+	s->freelist = head;
+	s->nfresh = (uint16_t)to;
+	return true;
+}
+
+/* Moves the slots other threads freed onto freelist; leaves keep_flag in thread_free (0 for an
+ * owned span, TF_UNOWNED when the owner gives it up). Returns how many were moved. */
+size_t span_collect_remote(span_t *s, uintptr_t keep_flag)
+{
+	uintptr_t list = exchange_acq_rel(&s->thread_free, keep_flag) & ~TF_UNOWNED;
+	if (list == 0)
+		return 0;
+	size_t n = 1;
+	void *tail = (void *)list;
+	for (void *next; (next = obj_get_next(tail)) != NULL; tail = next)
+		n++;
+	obj_set_next(tail, s->freelist);
+	s->freelist = (void *)list;
+	CHECK(s->nalloc >= n);
+	s->nalloc = (uint16_t)(s->nalloc - n);
+	return n;
+}
+
+void span_list_push(span_list_t *l, span_t *s)
+{
+	s->prev = NULL;
+	s->next = l->head;
+	if (l->head)
+		l->head->prev = s;
+	l->head = s;
+	l->len++;
+}
+
+void span_list_remove(span_list_t *l, span_t *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		l->head = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->next = s->prev = NULL;
+	l->len--;
+}
+
+span_t *span_list_pop(span_list_t *l)
+{
+	span_t *s = l->head;
+	if (s)
+		span_list_remove(l, s);
+	return s;
+}
+
+/* The invariants of alloc/types.h, struct span. For a span this thread owns (or holds the lock of):
+ * remote frees in flight are not counted. */
+void span_validate(const span_t *s)
+{
+	if (s->magic != SPAN_MAGIC)
+		cgc_fatal("cgc: span %p: bad signature %x", (const void *)s, s->magic);
+	if (s->kind == SPAN_LARGE) {
+		if (s->nelems != 1 || s->divmul != 0 || s->elemsize != s->npages << PAGE_SHIFT)
+			cgc_fatal("cgc: large span %p at %p: bad shape", (const void *)s, (void *)s->base);
+		return;
+	}
+	if (s->kind != SPAN_SMALL && s->kind != SPAN_TINY)
+		cgc_fatal("cgc: span %p: kind %u is not in use", (const void *)s, (unsigned)s->kind);
+	if ((size_t)s->nelems * s->elemsize > s->npages << PAGE_SHIFT || s->nfresh > s->nelems)
+		cgc_fatal("cgc: span %p: %u slots of %zu bytes do not fit", (const void *)s,
+			  (unsigned)s->nelems, s->elemsize);
+	size_t nfree = 0;
+	for (void *p = s->freelist; p; p = obj_get_next(p)) {
+		uintptr_t a = (uintptr_t)p;
+		size_t idx = span_objindex(s, a);
+		if (a < s->base || idx >= s->nfresh || s->base + idx * s->elemsize != a)
+			cgc_fatal("cgc: span %p: free-list entry %p is not a carved slot", (const void *)s, p);
+		if (s->state[idx] != OBJ_FREE)
+			cgc_fatal("cgc: span %p: free-list entry %p is marked allocated", (const void *)s, p);
+		if (++nfree > s->nelems)
+			cgc_fatal("cgc: span %p: free list has a cycle", (const void *)s);
+	}
+	if (s->nalloc + nfree + (size_t)(s->nelems - s->nfresh) != s->nelems)
+		cgc_fatal("cgc: span %p: %u allocated + %zu free + %u fresh != %u slots", (const void *)s,
+			  (unsigned)s->nalloc, nfree, (unsigned)(s->nelems - s->nfresh), (unsigned)s->nelems);
+}

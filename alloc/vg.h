@@ -1,0 +1,41 @@
+/* alloc/vg.h - memcheck client requests, behind the rt_valgrind flag.
+ * Only slow paths call these: under valgrind the fast paths are switched off (alloc/types.h,
+ * struct mcache), so the common case pays nothing. doc/design/allocator.md, "Valgrind". */
+#ifndef CGC_ALLOC_VG_H
+#define CGC_ALLOC_VG_H
+
+#include <valgrind/memcheck.h>
+
+#include "alloc/alloc.h"
+
+static inline void vg_malloclike(const void *p, size_t n, int zeroed)
+{
+	if (unlikely(rt_valgrind))
+		VALGRIND_MALLOCLIKE_BLOCK(p, n, 0, zeroed);
+}
+
+static inline void vg_freelike(const void *p)
+{
+	if (unlikely(rt_valgrind))
+		VALGRIND_FREELIKE_BLOCK(p, 0);
+}
+
+static inline void vg_defined(const void *p, size_t n)
+{
+	if (unlikely(rt_valgrind))
+		VALGRIND_MAKE_MEM_DEFINED(p, n);
+}
+
+static inline void vg_undefined(const void *p, size_t n)
+{
+	if (unlikely(rt_valgrind))
+		VALGRIND_MAKE_MEM_UNDEFINED(p, n);
+}
+
+static inline void vg_noaccess(const void *p, size_t n)
+{
+	if (unlikely(rt_valgrind))
+		VALGRIND_MAKE_MEM_NOACCESS(p, n);
+}
+
+#endif

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# run-alloc.sh - runs bench/alloc.c for every allocator, interleaved, and prints a Markdown table of medians;
+# then bench/lookup.c. bench/README.md describes the workloads and the variables read here.
+#
+# The report (table and lookup line) goes to stdout; progress and notes go to stderr,
+# so `bench/run-alloc.sh > results.md` keeps only the report.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+build=$here/build
+
+CGC_PREFIX=${CGC_PREFIX:-$root/_install}
+# make runs in bench/, so a relative prefix would change meaning: pin it to where we were called.
+[[ $CGC_PREFIX == /* ]] || CGC_PREFIX=$PWD/$CGC_PREFIX
+REPEAT=${REPEAT:-3}
+ALLOCS=${ALLOCS:-20000000}
+THREADS=${THREADS:-1 2}
+LOOKUP_MB=${LOOKUP_MB:-200}
+LOOKUP_WORDS=${LOOKUP_WORDS:-10000000}
+LIBDIR=${LIBDIR:-/usr/lib/x86_64-linux-gnu}
+MIMALLOC_SO=${MIMALLOC_SO:-$LIBDIR/libmimalloc.so.2}
+JEMALLOC_SO=${JEMALLOC_SO:-$LIBDIR/libjemalloc.so.2}
+TCMALLOC_SO=${TCMALLOC_SO:-$LIBDIR/libtcmalloc_minimal.so.4}
+
+note() { printf 'run-alloc: %s\n' "$*" >&2; }
+die() { note "$*"; exit 1; }
+
+for v in REPEAT ALLOCS LOOKUP_MB LOOKUP_WORDS; do
+	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
+done
+for t in $THREADS; do
+	[[ $t =~ ^[1-9][0-9]*$ ]] || die "THREADS must list positive integers, not '$THREADS'"
+done
+
+mkdir -p "$build"
+
+# cgc: build and install it into the prefix if it is not there yet. The library may not
+# build at every commit; then the anchors still run and cgc is left out with a note.
+have_cgc=1
+if [[ ! -e $CGC_PREFIX/lib/libcgc.so ]]; then
+	log=$build/cgc-build.log
+	note "no $CGC_PREFIX/lib/libcgc.so: building cgc into $CGC_PREFIX (log: $log)"
+	if [[ ! -f $root/configure.ac ]]; then
+		note "no configure.ac in $root yet: skipping cgc"
+		have_cgc=0
+	elif ! (cd "$root" && autoreconf -fi && ./configure --prefix="$CGC_PREFIX" &&
+		make -j2 && make install) >"$log" 2>&1; then
+		tail -n 20 "$log" >&2 || true
+		note "cgc did not build (see $log): skipping cgc"
+		have_cgc=0
+	fi
+fi
+
+make -s -C "$here" CGC_PREFIX="$CGC_PREFIX" build/alloc-malloc >&2 ||
+	die "cannot build the malloc variant of bench/alloc.c"
+
+allocators=(glibc)
+for pair in "mimalloc:$MIMALLOC_SO" "jemalloc:$JEMALLOC_SO" "tcmalloc:$TCMALLOC_SO"; do
+	name=${pair%%:*} so=${pair#*:}
+	if [[ -e $so ]]; then
+		allocators+=("$name")
+	else
+		note "$so not found: skipping $name"
+	fi
+done
+if [[ $have_cgc == 1 ]]; then
+	if make -s -C "$here" CGC_PREFIX="$CGC_PREFIX" cgc >&2; then
+		allocators+=(cgc)
+	else
+		note "cannot build the cgc benchmarks against $CGC_PREFIX: skipping cgc"
+		have_cgc=0
+	fi
+fi
+if make -s -C "$here" CGC_PREFIX="$CGC_PREFIX" build/alloc-bdwgc >&2; then
+	allocators+=(bdwgc)
+else
+	note "cannot build against bdwgc (is libgc-dev installed?): skipping bdwgc"
+fi
+
+# One run of one allocator; prints the program's line. Preloading is checked, because
+# ld.so only warns when it cannot preload and the run would silently measure glibc.
+errf=$build/run.err
+run_one() {
+	local name=$1 threads=$2 bin=$build/alloc-malloc out
+	local -a envs=(env -u LD_PRELOAD -u GC_MARKERS)
+	case $name in
+	glibc) ;;
+	mimalloc) envs+=("LD_PRELOAD=$MIMALLOC_SO") ;;
+	jemalloc) envs+=("LD_PRELOAD=$JEMALLOC_SO") ;;
+	tcmalloc) envs+=("LD_PRELOAD=$TCMALLOC_SO") ;;
+	cgc) bin=$build/alloc-cgc ;;
+	bdwgc)
+		bin=$build/alloc-bdwgc
+		envs+=(GC_MARKERS=2)
+		;;
+	*) die "unknown allocator $name" ;;
+	esac
+	out=$("${envs[@]}" "$bin" "$threads" "$ALLOCS" 2>"$errf") || {
+		cat "$errf" >&2
+		return 1
+	}
+	if grep -q 'ld\.so' "$errf"; then
+		cat "$errf" >&2
+		return 1
+	fi
+	printf '%s\n' "$out"
+}
+
+# Value of key=value in one result line.
+field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
+
+median() {
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+		END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+declare -A ns_runs rss_runs
+failed=0
+raw=$build/alloc-raw.txt
+: >"$raw"
+n=${#allocators[@]}
+for t in $THREADS; do
+	for ((rep = 0; rep < REPEAT; rep++)); do
+		# Round-robin inside each repeat so machine noise hits every allocator alike; the
+		# starting point rotates too, so none is always run first (or right after another).
+		for ((k = 0; k < n; k++)); do
+			name=${allocators[(k + rep) % n]}
+			if ! line=$(run_one "$name" "$t"); then
+				note "$name threads=$t failed"
+				failed=1
+				continue
+			fi
+			printf '%s %s\n' "$name" "$line" >>"$raw"
+			ns=$(field "$line" ns_per_op)
+			rss=$(field "$line" maxrss_kb)
+			[[ -n $ns && -n $rss ]] || die "cannot parse the output of $name: $line"
+			ns_runs[$name,$t]+="$ns "
+			rss_runs[$name,$t]+="$rss "
+			note "threads=$t repeat $((rep + 1))/$REPEAT $name: $ns ns/op, $rss KiB"
+		done
+	done
+done
+
+echo "alloc: $ALLOCS allocations of 8..256 bytes, window 10000 per thread, median of $REPEAT interleaved runs" \
+	"($(nproc) CPUs, $(uname -sr))"
+echo
+echo "| allocator | threads | ns/alloc (median) | ratio to mimalloc | peak RSS MiB | RSS ratio to mimalloc |"
+echo "|---|---:|---:|---:|---:|---:|"
+for t in $THREADS; do
+	ref_ns='' ref_rss=''
+	if [[ -n ${ns_runs[mimalloc,$t]:-} ]]; then
+		# Word splitting of the run lists is wanted: one argument per run.
+		# shellcheck disable=SC2086
+		ref_ns=$(median ${ns_runs[mimalloc,$t]})
+		# shellcheck disable=SC2086
+		ref_rss=$(median ${rss_runs[mimalloc,$t]})
+	fi
+	for name in "${allocators[@]}"; do
+		if [[ -z ${ns_runs[$name,$t]:-} ]]; then
+			echo "| $name | $t | failed | | | |"
+			continue
+		fi
+		# shellcheck disable=SC2086
+		ns=$(median ${ns_runs[$name,$t]})
+		# shellcheck disable=SC2086
+		rss=$(median ${rss_runs[$name,$t]})
+		awk -v name="$name" -v t="$t" -v ns="$ns" -v rss="$rss" -v rns="$ref_ns" -v rrss="$ref_rss" \
+			'BEGIN {
+				nr = rns + 0 > 0 ? sprintf("%.2f", ns / rns) : "n/a"
+				rr = rrss + 0 > 0 ? sprintf("%.2f", rss / rrss) : "n/a"
+				printf "| %s | %d | %.1f | %s | %.1f | %s |\n", name, t, ns, nr, rss / 1024, rr
+			}'
+	done
+done
+
+if [[ $have_cgc == 1 ]]; then
+	echo
+	note "lookup: $LOOKUP_MB MB of objects, $LOOKUP_WORDS words"
+	if ! "$build/lookup" "$LOOKUP_MB" "$LOOKUP_WORDS"; then
+		note "lookup failed"
+		failed=1
+	fi
+else
+	note "cgc not available: skipping lookup"
+fi
+exit "$failed"

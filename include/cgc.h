@@ -1,0 +1,70 @@
+/* cgc.h - the public interface of cgc, a concurrent tri-color garbage collector for C.
+ *
+ * Allocate with cgc_malloc and never free; or free explicitly when you know an object is dead.
+ * Every function here has a man page: man 3 cgc_malloc, and so on; man 7 cgc for the overview. */
+#ifndef CGC_H
+#define CGC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define CGC_API __attribute__((visibility("default")))
+#define CGC_MALLOC_ATTR __attribute__((malloc, warn_unused_result))
+#define CGC_ALLOC_SIZE(...) __attribute__((alloc_size(__VA_ARGS__)))
+#else
+#define CGC_API
+#define CGC_MALLOC_ATTR
+#define CGC_ALLOC_SIZE(...)
+#endif
+
+/* Number of small size classes reported in struct cgc_stats (class 0 is unused: large objects). */
+#define CGC_NUM_CLASSES 79
+
+/* Per size class counts: one entry for each small size class. */
+struct cgc_class_stats {
+	size_t size;         /* object size of the class, bytes */
+	uint64_t nmalloc;    /* objects ever allocated in the class */
+	uint64_t nfree;      /* objects ever freed explicitly (or, later, by the collector) */
+	size_t spans;        /* spans of the class currently held */
+	size_t span_bytes;   /* bytes of those spans */
+};
+
+struct cgc_stats {
+	size_t heap_inuse;     /* bytes in live objects (rounded to their size class) */
+	size_t heap_spans;     /* bytes in spans that hold objects (in use, including their free slots) */
+	size_t heap_free;      /* bytes of free pages held by the page heap, not returned to the OS */
+	size_t heap_released;  /* bytes of free pages returned to the OS (madvise) */
+	size_t heap_mapped;    /* bytes of address space the heap has mapped (arenas) */
+	size_t meta_mapped;    /* bytes mapped for cgc's own metadata (spans, maps, caches) */
+	uint64_t objects;      /* live objects: allocated and not yet freed */
+	uint64_t nmalloc;      /* objects ever allocated */
+	uint64_t nfree;        /* objects ever freed */
+	uint64_t large_nmalloc; /* large objects (over 32 KiB) ever allocated */
+	uint64_t large_nfree;   /* large objects ever freed */
+	size_t large_inuse;     /* bytes in live large objects */
+	uint64_t tiny_allocs;   /* requests served by the tiny allocator */
+	struct cgc_class_stats classes[CGC_NUM_CLASSES]; /* per small size class; [0] unused */
+};
+
+/* Allocation. cgc_malloc memory is zeroed and may hold pointers the collector follows;
+ * cgc_malloc_atomic memory is not zeroed and is never scanned. */
+CGC_API void *cgc_malloc(size_t n) CGC_MALLOC_ATTR CGC_ALLOC_SIZE(1);
+CGC_API void *cgc_malloc_atomic(size_t n) CGC_MALLOC_ATTR CGC_ALLOC_SIZE(1);
+CGC_API void *cgc_calloc(size_t n, size_t size) CGC_MALLOC_ATTR CGC_ALLOC_SIZE(1, 2);
+CGC_API void *cgc_realloc(void *p, size_t n) CGC_ALLOC_SIZE(2);
+CGC_API void cgc_free(void *p);
+
+/* Queries. */
+CGC_API size_t cgc_usable_size(const void *p);
+CGC_API void *cgc_base(const void *p);
+CGC_API void cgc_get_stats(struct cgc_stats *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CGC_H */
