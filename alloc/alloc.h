@@ -27,7 +27,8 @@ extern __thread mcache_t *tls_mcache __attribute__((tls_model("initial-exec")));
  * most non-heap words at once: this runs on every word the collector scans. */
 static ALWAYS_INLINE span_t *spanmap_lookup(uintptr_t a)
 {
-	if (a - load_relaxed(&heap_lo) >= load_relaxed(&heap_hi) - load_relaxed(&heap_lo))
+	uintptr_t lo = load_relaxed(&heap_lo);
+	if (a - lo >= load_relaxed(&heap_hi) - lo)
 		return NULL;
 	heap_arena_t *ha = load_relaxed(&arena_index[a >> ARENA_SHIFT]);
 	if (unlikely(ha == NULL))
@@ -57,6 +58,27 @@ static ALWAYS_INLINE uintptr_t object_find(uintptr_t a, span_t **sp, size_t *idx
 	return s->base + idx * s->elemsize;
 }
 
+/* What a span's owner field holds for mcache c: c, or c with its low bit set when every free must
+ * take the slow path (under valgrind, or in a debug build). The free fast path compares against
+ * the plain c, so it misses without testing a flag of its own. */
+static ALWAYS_INLINE mcache_t *owner_tag(mcache_t *c)
+{
+	return (mcache_t *)((uintptr_t)c | (uintptr_t)(rt_valgrind | (CGC_DEBUG_LEVEL > 0)));
+}
+
+static ALWAYS_INLINE mcache_t *owner_untag(mcache_t *o)
+{
+	return (mcache_t *)((uintptr_t)o & ~(uintptr_t)1);
+}
+
+/* Bytes of a small span's state array: one per slot, and one per slot-sized piece of the tail, so
+ * that any address in the span indexes inside it (tail entries stay OBJ_FREE). The free fast path
+ * then needs no bound check. */
+static inline size_t span_state_bytes(const span_t *s)
+{
+	return (s->npages << PAGE_SHIFT) / s->elemsize; /* the last byte's index is below this */
+}
+
 /* ---- alloc/meta.c: memory for cgc's own structures --------------------------------------- */
 
 void *meta_alloc(size_t size); /* zeroed; sizes up to 64 KiB; never returned to the OS */
@@ -84,12 +106,15 @@ void mheap_release_idle(uint64_t min_idle_ns);           /* takes the lock; test
 void mheap_validate(void);                                /* takes the lock; aborts on error */
 void mheap_validate_locked(void);
 void mheap_register_mcache(mcache_t *c);
+/* The object size if a lies at an object's start in a recently released span, else 0. */
+size_t mheap_released_object_size(uintptr_t a);
 
 /* ---- alloc/span.c: one span's slots ------------------------------------------------------- */
 
 void span_init_objects(span_t *s, unsigned spc);
 bool span_extend_fresh(span_t *s);          /* threads a batch of fresh slots onto freelist */
-size_t span_collect_remote(span_t *s, uintptr_t keep_flag); /* thread_free -> freelist */
+size_t span_collect(span_t *s, uintptr_t keep_flag); /* local_free, thread_free -> freelist */
+void span_push_free(span_t *s, void *p);    /* a freed slot straight onto freelist, recycled */
 void span_validate(const span_t *s);
 void span_list_push(span_list_t *l, span_t *s);
 void span_list_remove(span_list_t *l, span_t *s);

@@ -6,7 +6,10 @@
 #include "alloc/os.h"
 
 heap_arena_t **arena_index;
-uintptr_t heap_lo = UINTPTR_MAX, heap_hi; /* empty range until the first arena */
+/* The range only grows, from an empty one at the first hint: lo falls and hi rises, so whatever
+ * pair of values a racing lookup reads, the range stays inside the user address space and every
+ * index it can compute is inside arena_index. */
+uintptr_t heap_lo = HEAP_HINT_BASE, heap_hi = HEAP_HINT_BASE;
 
 int arena_init(void)
 {
@@ -71,10 +74,10 @@ uintptr_t arena_grow(size_t npages, size_t *got)
 	mheap.arena_bytes += size;
 	/* Publish the new bounds after the index entries, so a lookup that passes the range test
 	 * finds an entry (or NULL for address space between arenas). */
-	if (a < load_relaxed(&heap_lo))
-		store_release(&heap_lo, a);
 	if (a + size > load_relaxed(&heap_hi))
 		store_release(&heap_hi, a + size);
+	if (a < load_relaxed(&heap_lo))
+		store_release(&heap_lo, a);
 	*got = size;
 	return a;
 }

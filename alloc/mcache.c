@@ -83,7 +83,7 @@ static void rescue_remote(mcache_t *c, unsigned spc)
 		if (load_relaxed(&s->thread_free) == 0)
 			continue;
 		span_list_remove(&c->full[spc], s);
-		span_collect_remote(s, 0);
+		span_collect(s, 0);
 		s->where = WHERE_MC_PARTIAL;
 		span_list_push(&c->partial[spc], s);
 	}
@@ -96,7 +96,7 @@ static span_t *next_span(mcache_t *c, unsigned spc)
 	span_t *s;
 	for (int pass = 0; pass < 2; pass++) {
 		while ((s = span_list_pop(&c->partial[spc])) != NULL) {
-			span_collect_remote(s, 0);
+			span_collect(s, 0);
 			if (s->freelist || span_extend_fresh(s))
 				return s;
 			s->where = WHERE_MC_FULL;
@@ -106,7 +106,7 @@ static span_t *next_span(mcache_t *c, unsigned spc)
 			rescue_remote(c, spc);
 	}
 	s = mcentral_take(spc, c);
-	if (s && (s->freelist || span_extend_fresh(s)))
+	if (s && (s->freelist || span_collect(s, 0) || span_extend_fresh(s)))
 		return s;
 	if (s) { /* cannot happen: mcentral keeps full spans apart */
 		s->where = WHERE_MC_FULL;
@@ -115,7 +115,7 @@ static span_t *next_span(mcache_t *c, unsigned spc)
 	s = mheap_alloc_small(spc);
 	if (s == NULL)
 		return NULL;
-	store_relaxed(&s->owner, c);
+	store_relaxed(&s->owner, owner_tag(c));
 	span_extend_fresh(s);
 	return s;
 }
@@ -126,7 +126,7 @@ void *mcache_refill(mcache_t *c, unsigned spc)
 	if (s != &empty_span) {
 		if (VALIDATE)
 			span_validate(s);
-		if (s->freelist == NULL && span_collect_remote(s, 0) == 0)
+		if (s->freelist == NULL && span_collect(s, 0) == 0)
 			span_extend_fresh(s);
 		if (s->freelist == NULL) {
 			s->where = WHERE_MC_FULL;
@@ -195,7 +195,7 @@ void mcache_remote_free(span_t *s, void *p, size_t idx, const char *fn)
 		obj_set_next(p, (void *)old);
 		if (cas_weak_release(&s->thread_free, &old, (uintptr_t)p)) {
 			if (old == 0) {
-				mcache_t *o = load_relaxed(&s->owner);
+				mcache_t *o = owner_untag(load_relaxed(&s->owner));
 				if (o)
 					fetch_add_relaxed(&o->remote_pending[spc], 1);
 			}

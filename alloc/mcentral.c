@@ -23,7 +23,7 @@ span_t *mcentral_take(unsigned spc, mcache_t *c)
 		/* Unowned frees went straight onto freelist under this lock, so thread_free holds
 		 * nothing but the flag; clearing it sends later remote frees to the lock-free path. */
 		CHECK(load_relaxed(&s->thread_free) == TF_UNOWNED);
-		store_relaxed(&s->owner, c);
+		store_relaxed(&s->owner, owner_tag(c));
 		store_release(&s->thread_free, 0);
 		s->where = WHERE_NONE;
 	}
@@ -37,7 +37,7 @@ void mcentral_adopt(span_t *s)
 	pthread_mutex_lock(&mc->lock);
 	/* Setting the flag and taking the pending list in one exchange: a remote free either landed
 	 * before (and is collected here) or sees the flag and comes to this lock. */
-	span_collect_remote(s, TF_UNOWNED);
+	span_collect(s, TF_UNOWNED);
 	store_relaxed(&s->owner, NULL);
 	if (s->nalloc == 0) {
 		s->where = WHERE_NONE;
@@ -57,8 +57,7 @@ bool mcentral_free(span_t *s, void *p)
 		pthread_mutex_unlock(&mc->lock); /* taken by a thread meanwhile */
 		return false;
 	}
-	obj_set_next(p, s->freelist);
-	s->freelist = p;
+	span_push_free(s, p);
 	CHECK(s->nalloc > 0);
 	s->nalloc--;
 	if (s->nalloc == 0) {

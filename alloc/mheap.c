@@ -226,7 +226,7 @@ span_t *mheap_alloc_small(unsigned spc)
 	span_t *s = heap_alloc_pages(sc_npages[cl]);
 	if (s) {
 		span_init_objects(s, spc);
-		s->state = meta_alloc(s->nelems);
+		s->state = meta_alloc(span_state_bytes(s));
 		if (s->state == NULL) {
 			store_relaxed(&s->kind, SPAN_FREE);
 			mheap_free_span_locked(s);
@@ -254,6 +254,7 @@ span_t *mheap_alloc_large(size_t npages, unsigned spc)
 		s->nalloc = 1;
 		s->nfresh = 1;
 		s->freelist = NULL;
+		s->local_free = NULL;
 		s->large_state = OBJ_ALLOC;
 		s->state = &s->large_state;
 		store_relaxed(&s->owner, NULL);
@@ -282,8 +283,15 @@ void mheap_free_span_locked(span_t *s)
 	} else if (s->kind != SPAN_FREE) {
 		mheap.nspans[s->spc]--;
 	}
+	if (s->kind == SPAN_SMALL || s->kind == SPAN_LARGE) {
+		struct released_span *r = &mheap.released[mheap.released_next++ % RELEASED_RING];
+		store_relaxed(&r->base, 0); /* readers skip a half-written entry */
+		store_relaxed(&r->bytes, s->npages << PAGE_SHIFT);
+		store_relaxed(&r->elemsize, s->elemsize);
+		store_release(&r->base, s->base);
+	}
 	if (s->state && s->state != &s->large_state)
-		meta_free(s->state, s->nelems);
+		meta_free(s->state, span_state_bytes(s));
 	s->state = NULL;
 	mheap.pages_inuse -= s->npages;
 	store_relaxed(&s->kind, SPAN_FREE);
@@ -380,6 +388,19 @@ void mheap_validate(void)
 	pthread_mutex_lock(&mheap.lock);
 	mheap_validate_locked();
 	pthread_mutex_unlock(&mheap.lock);
+}
+
+size_t mheap_released_object_size(uintptr_t a)
+{
+	for (unsigned i = 0; i < RELEASED_RING; i++) {
+		struct released_span *r = &mheap.released[i];
+		uintptr_t base = load_acquire(&r->base);
+		size_t bytes = load_relaxed(&r->bytes), elem = load_relaxed(&r->elemsize);
+		if (base && elem && a >= base && a < base + bytes && (a - base) % elem == 0 &&
+		    (a - base) / elem < bytes / elem)
+			return elem;
+	}
+	return 0;
 }
 
 void mheap_register_mcache(mcache_t *c)

@@ -9,12 +9,12 @@
 
 #define PAGE_SHIFT 13
 #define PAGE_SIZE ((size_t)1 << PAGE_SHIFT)
-#define NUM_SIZE_CLASSES 79 /* including class 0, which stands for large objects */
+#define NUM_SIZE_CLASSES 80 /* including class 0, which stands for large objects */
 #define MAX_SMALL_SIZE 32768 /* largest object served from a size class */
 #define SMALL_SIZE_DIV 8 /* granule of sc_class_small */
 #define SMALL_SIZE_MAX 1024 /* largest request looked up in sc_class_small */
 #define LARGE_SIZE_DIV 128 /* granule of sc_class_large */
-#define MAX_SPAN_NELEMS 1024 /* most objects in one span of any class */
+#define MAX_SPAN_NELEMS 8192 /* most objects in one span of any class */
 #define MAX_CLASS_NPAGES 10 /* most pages in one span of any class */
 
 extern const uint32_t sc_size[NUM_SIZE_CLASSES];   /* object size, bytes; [0] = 0 */

@@ -31,6 +31,7 @@ void span_init_objects(span_t *s, unsigned spc)
 	s->nalloc = 0;
 	s->nfresh = 0;
 	s->freelist = NULL;
+	s->local_free = NULL;
 	store_relaxed(&s->thread_free, 0);
 	store_relaxed(&s->owner, NULL);
 }
@@ -58,21 +59,73 @@ bool span_extend_fresh(span_t *s)
 	return true;
 }
 
-/* Moves the slots other threads freed onto freelist; leaves keep_flag in thread_free (0 for an
- * owned span, TF_UNOWNED when the owner gives it up). Returns how many were moved. */
-size_t span_collect_remote(span_t *s, uintptr_t keep_flag)
+/* Readies a freed slot for the free list. In debug builds the fill written at free time is checked
+ * first, so a write after free is caught here. Zeroing is left to allocation (doc/design/
+ * allocator.md 3.3): done here it would walk a list of cold objects one miss after another. */
+static void slot_recycle(span_t *s, void *p)
 {
-	uintptr_t list = exchange_acq_rel(&s->thread_free, keep_flag) & ~TF_UNOWNED;
-	if (list == 0)
-		return 0;
-	size_t n = 1;
-	void *tail = (void *)list;
-	for (void *next; (next = obj_get_next(tail)) != NULL; tail = next)
+	if (CGC_DEBUG_LEVEL == 0 || s->kind != SPAN_SMALL || s->elemsize <= sizeof(void *))
+		return;
+	size_t len = s->elemsize - sizeof(void *);
+	unsigned char *body = (unsigned char *)p + sizeof(void *);
+	vg_defined(body, len);
+	for (size_t i = 0; i < len; i++)
+		if (body[i] != FREED_FILL)
+			cgc_fatal("cgc: the %zu-byte object at %p was written after it was freed (byte %zu)",
+				  s->elemsize, p, i + sizeof(void *));
+	vg_noaccess(body, len);
+}
+
+/* Moves a list of freed slots onto freelist, recycling each; returns how many. */
+static size_t splice_recycled(span_t *s, void *list)
+{
+	size_t n = 0;
+	void *head = s->freelist;
+	while (list) {
+		void *next = obj_get_next(list);
+		slot_recycle(s, list);
+		obj_set_next(list, head);
+		head = list;
+		list = next;
 		n++;
-	obj_set_next(tail, s->freelist);
-	s->freelist = (void *)list;
-	CHECK(s->nalloc >= n);
-	s->nalloc = (uint16_t)(s->nalloc - n);
+	}
+	s->freelist = head;
+	return n;
+}
+
+void span_push_free(span_t *s, void *p)
+{
+	slot_recycle(s, p);
+	obj_set_next(p, s->freelist);
+	s->freelist = p;
+}
+
+/* Moves the owner's own frees (local_free) and other threads' frees (thread_free) onto freelist;
+ * leaves keep_flag in thread_free (0 for an owned span, TF_UNOWNED when the owner gives it up).
+ * Returns nonzero when slots became free. */
+size_t span_collect(span_t *s, uintptr_t keep_flag)
+{
+	size_t n = 0;
+	if (s->local_free) {
+		void *l = s->local_free;
+		s->local_free = NULL;
+		if (s->freelist == NULL && CGC_DEBUG_LEVEL == 0) {
+			s->freelist = l; /* O(1): the usual case, called when freelist ran dry */
+			n = 1;           /* "some": nalloc was counted down at free time */
+		} else {
+			n += splice_recycled(s, l);
+		}
+	}
+	/* Skip the locked exchange when nothing is pending and the flag is already right. */
+	if (load_relaxed(&s->thread_free) == keep_flag)
+		return n;
+	uintptr_t list = exchange_acq_rel(&s->thread_free, keep_flag) & ~TF_UNOWNED;
+	if (list) {
+		size_t r = splice_recycled(s, (void *)list);
+		CHECK(s->nalloc >= r);
+		s->nalloc = (uint16_t)(s->nalloc - r); /* remote frees counted as allocated until now */
+		n += r;
+	}
 	return n;
 }
 
@@ -123,7 +176,8 @@ void span_validate(const span_t *s)
 		cgc_fatal("cgc: span %p: %u slots of %zu bytes do not fit", (const void *)s,
 			  (unsigned)s->nelems, s->elemsize);
 	size_t nfree = 0;
-	for (void *p = s->freelist; p; p = obj_get_next(p)) {
+	for (int which = 0; which < 2; which++)
+	for (void *p = which ? s->local_free : s->freelist; p; p = obj_get_next(p)) {
 		uintptr_t a = (uintptr_t)p;
 		size_t idx = span_objindex(s, a);
 		if (a < s->base || idx >= s->nfresh || s->base + idx * s->elemsize != a)

@@ -54,6 +54,9 @@
 #define SCAVENGE_DELAY_NS (1000ull * 1000 * 1000)
 #define SCAVENGE_INTERVAL_NS (100ull * 1000 * 1000)
 
+/* Spans remembered after release, for diagnosing double frees into them. */
+#define RELEASED_RING 64
+
 /* Heap placement hints: addresses whose high bytes (0x00c0...) rarely occur in integers or text,
  * so conservative scanning retains less by accident. Tried in order, stepping by 1 << 40. */
 #define HEAP_HINT_BASE ((uintptr_t)0x00c0 << 32)
@@ -96,13 +99,15 @@ typedef struct span_list {
 } span_list_t;
 
 /* A run of pages. Invariants (checked by span_validate):
- *   small/tiny: nalloc + |freelist| + (nelems - nfresh) == nelems, where objects pending on
- *               thread_free count in nalloc; every freelist entry is a FREE slot below nfresh;
+ *   small/tiny: nalloc + |freelist| + |local_free| + (nelems - nfresh) == nelems, where objects
+ *               pending on thread_free count in nalloc; every entry of either list is a FREE
+ *               slot below nfresh;
  *   every page of an in-use span maps to it in the span map; a free span maps at its first and
  *   last page only (enough to coalesce), and no two free spans are adjacent. */
 struct span {
-	/* --- hot: allocation and free fast paths --- */
+	/* --- first cache line: everything the allocation and free fast paths touch --- */
 	void *freelist;          /* free slots ready to hand out; owner only (mcentral lock if unowned) */
+	void *local_free;        /* slots the owner freed since freelist was last refilled; owner only */
 	uint8_t *state;          /* nelems bytes of per-object state (OBJ_FREE/OBJ_ALLOC, tiny masks) */
 	uintptr_t base;          /* first byte of the span (= first object) */
 	size_t elemsize;         /* object size; for a large span, its whole length */
@@ -113,20 +118,19 @@ struct span {
 	uint16_t nfresh;         /* slots [0, nfresh) have been carved; [nfresh, nelems) never used */
 	uint8_t spc;             /* span class */
 	uint8_t kind;            /* enum span_kind */
-	/* --- cross-thread --- */
-	uintptr_t thread_free;   /* atomic: LIFO of slots freed by other threads | TF_UNOWNED */
-	mcache_t *owner;         /* atomic: owning mcache, NULL when in mcentral or mheap */
-	/* --- list and page heap bookkeeping (owner, mcentral lock, or mheap lock) --- */
-	span_t *next, *prev;
-	size_t npages;
-	uint64_t free_since;     /* ns timestamp at which the pages became free (scavenger) */
-	uint32_t sweepgen;       /* sweep generation (the collector's; see doc/design/allocator.md) */
 	uint8_t where;           /* enum span_where */
 	uint8_t needzero;        /* memory may hold old bytes (fresh and released pages are zero) */
 	uint8_t scavenged;       /* free span whose pages were returned to the OS */
 	uint8_t large_state;     /* state byte of a large span's single object */
+	mcache_t *owner;         /* atomic: owning mcache, NULL when in mcentral or mheap */
+	/* --- second line: remote frees, list and page heap bookkeeping --- */
+	uintptr_t thread_free;   /* atomic: LIFO of slots freed by other threads | TF_UNOWNED */
+	span_t *next, *prev;
+	size_t npages;
+	uint64_t free_since;     /* ns timestamp at which the pages became free (scavenger) */
+	uint32_t sweepgen;       /* sweep generation (the collector's; see doc/design/allocator.md) */
 	uint32_t magic;          /* SPAN_MAGIC while the struct describes a span (debug validators) */
-};
+} __attribute__((aligned(64)));
 
 #define SPAN_MAGIC 0x5350414eu /* "SPAN" */
 
@@ -194,6 +198,14 @@ typedef struct mheap {
 	uint64_t dead_nmalloc[NUM_SPAN_CLASSES]; /* stats folded in from exited threads */
 	uint64_t dead_nfree[NUM_SPAN_CLASSES];
 	uint64_t dead_tiny_allocs;
+	/* Spans recently given back to the page heap, so a double free into one is reported as a double
+	 * free rather than as a foreign pointer. A ring, written under the lock, read racily. */
+	struct released_span {
+		uintptr_t base;
+		size_t bytes;      /* span length */
+		size_t elemsize;   /* object size (a large span: its length) */
+	} released[RELEASED_RING];
+	unsigned released_next;
 	mcentral_t central[NUM_SPAN_CLASSES];
 } mheap_t;
 

@@ -33,7 +33,9 @@
 #endif
 
 /* Live objects each thread holds at any time; every allocation replaces the oldest. */
+#ifndef WINDOW
 #define WINDOW 10000
+#endif
 #define MIN_SIZE 8
 #define MAX_SIZE 256
 #define DEFAULT_TOTAL 20000000ull

@@ -23,7 +23,7 @@ extern "C" {
 #endif
 
 /* Number of small size classes reported in struct cgc_stats (class 0 is unused: large objects). */
-#define CGC_NUM_CLASSES 79
+#define CGC_NUM_CLASSES 80
 
 /* Per size class counts: one entry for each small size class. */
 struct cgc_class_stats {
