@@ -66,7 +66,7 @@ _Noreturn COLD void report_bad_pointer(const char *fn, const void *p)
 		}
 	}
 	/* Not in a live span: perhaps in one that went back to the page heap after its last free. */
-	size_t released = mheap_released_object_size(a);
+	size_t released = (s == NULL || s->kind == SPAN_FREE) ? mheap_released_object_size(a) : 0;
 	if (released)
 		cgc_fatal("cgc: %s(): double free of %p (a %zu-byte object that is already free)", fn, p, released);
 	cgc_fatal("cgc: %s(): %p was not allocated by cgc", fn, p);

@@ -35,7 +35,11 @@ void *meta_alloc(size_t size)
 		meta_free_lists[sh] = *(void **)p;
 		*(void **)p = NULL; /* the rest was zeroed by meta_free */
 	} else {
-		if ((size_t)(meta_bump_end - meta_bump) < bytes) {
+		/* Every size is a power of two: a piece is aligned to min(its size, a page), so
+		 * that no piece straddles a page it does not need. Align first, then check room. */
+		uintptr_t align = bytes > 4096 ? 4096 : bytes;
+		uintptr_t a = ((uintptr_t)meta_bump + align - 1) & ~(align - 1);
+		if (meta_bump == NULL || a + bytes > (uintptr_t)meta_bump_end) {
 			/* The tail of the old chunk is abandoned: at most 64 KiB per MiB. */
 			char *c = os_map(NULL, META_CHUNK);
 			if (c == NULL) {
@@ -45,10 +49,8 @@ void *meta_alloc(size_t size)
 			meta_bump = c;
 			meta_bump_end = c + META_CHUNK;
 			meta_mapped += META_CHUNK;
+			a = (uintptr_t)c; /* chunks are page-aligned */
 		}
-		/* Chunks are mapped at page alignment and every size is a power of two, so carving in
-		 * size order keeps each piece aligned to min(its size, the page). */
-		uintptr_t a = ((uintptr_t)meta_bump + bytes - 1) & ~(uintptr_t)(bytes > 4096 ? 4095 : bytes - 1);
 		p = (void *)a;
 		meta_bump = (char *)a + bytes;
 	}

@@ -214,8 +214,9 @@ static span_t *heap_alloc_pages(size_t npages)
 	s->next = s->prev = NULL;
 	s->sweepgen = mheap.sweepgen;
 	mheap.pages_inuse += npages;
-	/* Memory that held freed objects is no-access to memcheck; it is ours again. */
-	vg_undefined((void *)s->base, npages << PAGE_SHIFT);
+	/* To memcheck a new span is no-access until objects are handed out of it (MALLOCLIKE), so a
+	 * program that strays past its object into an unused slot is reported. */
+	vg_noaccess((void *)s->base, npages << PAGE_SHIFT);
 	return s;
 }
 

@@ -11,14 +11,26 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#if defined(USE_MALLOC) + defined(USE_CGC) + defined(USE_BDWGC) != 1
-#error "define exactly one of USE_MALLOC, USE_CGC, USE_BDWGC"
+#if defined(USE_MALLOC) + defined(USE_CALLOC) + defined(USE_CGC) + defined(USE_CGC_ATOMIC) + \
+	defined(USE_BDWGC) != 1
+#error "define exactly one of USE_MALLOC, USE_CALLOC, USE_CGC, USE_CGC_ATOMIC, USE_BDWGC"
 #endif
 
+/* Two kinds of allocation are compared, each with its own kind: zeroed memory (calloc, cgc_malloc,
+ * GC_MALLOC) and memory with old contents (malloc, cgc_malloc_atomic). */
 #if defined(USE_CGC)
 #include <cgc.h>
 #define bench_alloc(n) cgc_malloc(n)
 #define bench_free(p) cgc_free(p)
+#elif defined(USE_CGC_ATOMIC)
+#include <cgc.h>
+#define bench_alloc(n) cgc_malloc_atomic(n)
+#define bench_free(p) cgc_free(p)
+/* The ring holds pointers: it must come from scanned memory once the collector runs. */
+#define bench_alloc_ring(n) cgc_malloc(n)
+#elif defined(USE_CALLOC)
+#define bench_alloc(n) calloc(1, n)
+#define bench_free(p) free(p)
 #elif defined(USE_BDWGC)
 /* GC_THREADS makes gc.h redirect pthread_create to GC_pthread_create, so the
  * worker threads are registered and their stacks scanned. */
@@ -30,6 +42,10 @@
 #else
 #define bench_alloc(n) malloc(n)
 #define bench_free(p) free(p)
+#endif
+
+#ifndef bench_alloc_ring
+#define bench_alloc_ring(n) bench_alloc(n)
 #endif
 
 /* Live objects each thread holds at any time; every allocation replaces the oldest. */
@@ -78,7 +94,7 @@ static void *worker_main(void *arg)
 
 	/* The ring comes from the allocator under test: a collector must see it (it is
 	 * reachable from this stack) or it would reclaim the window behind our back. */
-	unsigned char **ring = bench_alloc(WINDOW * sizeof *ring);
+	unsigned char **ring = bench_alloc_ring(WINDOW * sizeof *ring);
 	if (!ring) {
 		fprintf(stderr, "alloc: cannot allocate the ring\n");
 		exit(1);

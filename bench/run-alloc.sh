@@ -52,21 +52,29 @@ if [[ ! -e $CGC_PREFIX/lib/libcgc.so ]]; then
 	fi
 fi
 
-make -s -C "$here" CGC_PREFIX="$CGC_PREFIX" build/alloc-malloc >&2 ||
-	die "cannot build the malloc variant of bench/alloc.c"
+make -s -C "$here" CGC_PREFIX="$CGC_PREFIX" build/alloc-malloc build/alloc-calloc >&2 ||
+	die "cannot build the malloc variants of bench/alloc.c"
 
-allocators=(glibc)
+# Two groups, each measured against its own kind: "malloc" (old contents: malloc,
+# cgc_malloc_atomic) and "calloc" (zeroed: calloc, cgc_malloc, GC_MALLOC). NAME+calloc runs the
+# calloc build under the same preload as NAME.
+malloc_group=(glibc)
 for pair in "mimalloc:$MIMALLOC_SO" "jemalloc:$JEMALLOC_SO" "tcmalloc:$TCMALLOC_SO"; do
 	name=${pair%%:*} so=${pair#*:}
 	if [[ -e $so ]]; then
-		allocators+=("$name")
+		malloc_group+=("$name")
 	else
 		note "$so not found: skipping $name"
 	fi
 done
+calloc_group=()
+for name in "${malloc_group[@]}"; do calloc_group+=("$name+calloc"); done
+allocators=("${malloc_group[@]}" "${calloc_group[@]}")
 if [[ $have_cgc == 1 ]]; then
 	if make -s -C "$here" CGC_PREFIX="$CGC_PREFIX" cgc >&2; then
-		allocators+=(cgc)
+		allocators+=(cgc-atomic cgc)
+		malloc_group+=(cgc-atomic)
+		calloc_group+=(cgc)
 	else
 		note "cannot build the cgc benchmarks against $CGC_PREFIX: skipping cgc"
 		have_cgc=0
@@ -74,6 +82,7 @@ if [[ $have_cgc == 1 ]]; then
 fi
 if make -s -C "$here" CGC_PREFIX="$CGC_PREFIX" build/alloc-bdwgc >&2; then
 	allocators+=(bdwgc)
+	calloc_group+=(bdwgc)
 else
 	note "cannot build against bdwgc (is libgc-dev installed?): skipping bdwgc"
 fi
@@ -84,12 +93,17 @@ errf=$build/run.err
 run_one() {
 	local name=$1 threads=$2 bin=$build/alloc-malloc out
 	local -a envs=(env -u LD_PRELOAD -u GC_MARKERS)
+	if [[ $name == *+calloc ]]; then
+		bin=$build/alloc-calloc
+		name=${name%+calloc}
+	fi
 	case $name in
 	glibc) ;;
 	mimalloc) envs+=("LD_PRELOAD=$MIMALLOC_SO") ;;
 	jemalloc) envs+=("LD_PRELOAD=$JEMALLOC_SO") ;;
 	tcmalloc) envs+=("LD_PRELOAD=$TCMALLOC_SO") ;;
 	cgc) bin=$build/alloc-cgc ;;
+	cgc-atomic) bin=$build/alloc-cgc-atomic ;;
 	bdwgc)
 		bin=$build/alloc-bdwgc
 		envs+=(GC_MARKERS=2)
@@ -145,34 +159,45 @@ done
 echo "alloc: $ALLOCS allocations of 8..256 bytes, window 10000 per thread, median of $REPEAT interleaved runs" \
 	"($(nproc) CPUs, $(uname -sr))"
 echo
-echo "| allocator | threads | ns/alloc (median) | ratio to mimalloc | peak RSS MiB | RSS ratio to mimalloc |"
-echo "|---|---:|---:|---:|---:|---:|"
-for t in $THREADS; do
-	ref_ns='' ref_rss=''
-	if [[ -n ${ns_runs[mimalloc,$t]:-} ]]; then
-		# Word splitting of the run lists is wanted: one argument per run.
-		# shellcheck disable=SC2086
-		ref_ns=$(median ${ns_runs[mimalloc,$t]})
-		# shellcheck disable=SC2086
-		ref_rss=$(median ${rss_runs[mimalloc,$t]})
-	fi
-	for name in "${allocators[@]}"; do
-		if [[ -z ${ns_runs[$name,$t]:-} ]]; then
-			echo "| $name | $t | failed | | | |"
-			continue
+# table GROUP_TITLE REFERENCE NAME...: one Markdown table, ratios against REFERENCE.
+table() {
+	local title=$1 ref=$2 t name ns rss ref_ns ref_rss
+	shift 2
+	echo
+	echo "$title"
+	echo
+	echo "| allocator | threads | ns/alloc (median) | ratio to $ref | peak RSS MiB | RSS ratio to $ref |"
+	echo "|---|---:|---:|---:|---:|---:|"
+	for t in $THREADS; do
+		ref_ns='' ref_rss=''
+		if [[ -n ${ns_runs[$ref,$t]:-} ]]; then
+			# Word splitting of the run lists is wanted: one argument per run.
+			# shellcheck disable=SC2086
+			ref_ns=$(median ${ns_runs[$ref,$t]})
+			# shellcheck disable=SC2086
+			ref_rss=$(median ${rss_runs[$ref,$t]})
 		fi
-		# shellcheck disable=SC2086
-		ns=$(median ${ns_runs[$name,$t]})
-		# shellcheck disable=SC2086
-		rss=$(median ${rss_runs[$name,$t]})
-		awk -v name="$name" -v t="$t" -v ns="$ns" -v rss="$rss" -v rns="$ref_ns" -v rrss="$ref_rss" \
-			'BEGIN {
-				nr = rns + 0 > 0 ? sprintf("%.2f", ns / rns) : "n/a"
-				rr = rrss + 0 > 0 ? sprintf("%.2f", rss / rrss) : "n/a"
-				printf "| %s | %d | %.1f | %s | %.1f | %s |\n", name, t, ns, nr, rss / 1024, rr
-			}'
+		for name in "$@"; do
+			if [[ -z ${ns_runs[$name,$t]:-} ]]; then
+				echo "| $name | $t | failed | | | |"
+				continue
+			fi
+			# shellcheck disable=SC2086
+			ns=$(median ${ns_runs[$name,$t]})
+			# shellcheck disable=SC2086
+			rss=$(median ${rss_runs[$name,$t]})
+			awk -v name="$name" -v t="$t" -v ns="$ns" -v rss="$rss" -v rns="$ref_ns" -v rrss="$ref_rss" \
+				'BEGIN {
+					nr = rns + 0 > 0 ? sprintf("%.2f", ns / rns) : "n/a"
+					rr = rrss + 0 > 0 ? sprintf("%.2f", rss / rrss) : "n/a"
+					printf "| %s | %d | %.1f | %s | %.1f | %s |\n", name, t, ns, nr, rss / 1024, rr
+				}'
+		done
 	done
-done
+}
+table "Memory with old contents: malloc/free, cgc_malloc_atomic/cgc_free" mimalloc "${malloc_group[@]}"
+table "Zeroed memory: calloc/free, cgc_malloc/cgc_free, GC_MALLOC (bdwgc frees nothing)" \
+	mimalloc+calloc "${calloc_group[@]}"
 
 if [[ $have_cgc == 1 ]]; then
 	echo

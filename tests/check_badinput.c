@@ -1,5 +1,5 @@
 /* tests/check_badinput.c - bad input to the public API: foreign, interior and double-freed pointers
- * abort with the exact one-line report of man/cgc_free.3; edge sizes and garbage addresses do not. */
+ * abort with the exact one-line report of man/cgc_free.3; edge sizes and garbage do not abort. */
 
 /* Every call that must abort runs in a child of our own (fork, stderr on a pipe), because the test
  * has to see both how the child died and the single line it wrote. Each such case runs twice:
@@ -146,15 +146,15 @@ static void want_foreign(struct bad_call *b, const void *p)
 static void want_interior(struct bad_call *b, const void *p, size_t size, const void *base)
 {
 	snprintf(b->want, sizeof b->want,
-		 "cgc: %s(): 0x%" PRIxPTR " is an interior pointer into the %zu-byte object at 0x%" PRIxPTR "\n",
-		 op_name[b->op], (uintptr_t)p, size, (uintptr_t)base);
+		 "cgc: %s(): 0x%" PRIxPTR " is an interior pointer into the %zu-byte object at 0x%" PRIxPTR
+		 "\n", op_name[b->op], (uintptr_t)p, size, (uintptr_t)base);
 }
 
 static void want_tiny_interior(struct bad_call *b, const void *p, const void *base)
 {
 	snprintf(b->want, sizeof b->want,
-		 "cgc: %s(): 0x%" PRIxPTR " is an interior pointer into the tiny object at 0x%" PRIxPTR "\n",
-		 op_name[b->op], (uintptr_t)p, (uintptr_t)base);
+		 "cgc: %s(): 0x%" PRIxPTR " is an interior pointer into the tiny object at 0x%" PRIxPTR
+		 "\n", op_name[b->op], (uintptr_t)p, (uintptr_t)base);
 }
 
 static void want_double(struct bad_call *b, const void *p, size_t size)
@@ -246,6 +246,8 @@ static int guard_check(void)
 	return witnesses_intact() ? GUARD_OK : GUARD_WITNESS;
 }
 
+/* Calling the allocator from a signal handler is safe here and only here: the signal is raised
+ * synchronously by cgc's own abort(), and a bad call is rejected before cgc takes any lock. */
 static void guard_handler(int sig)
 {
 	(void)sig;
@@ -312,7 +314,7 @@ static void bad_call_child(const void *arg)
 	_exit(GUARD_RETURNED);
 }
 
-/* Runs b plainly and guarded: SIGABRT with exactly b->want on stderr, then exit 42 with the same. */
+/* Runs b plainly (SIGABRT, exactly b->want on stderr), then guarded (exit 42, the same line). */
 static void check_bad(struct bad_call *b, const char *what)
 {
 	char sbuf[96];
@@ -581,7 +583,7 @@ struct tiny_case {
 	const char *p;
 };
 
-/* Freeing a tiny object at its start does nothing, as often as it is done (cgc_malloc_atomic(3)). */
+/* Freeing a tiny object at its start does nothing, however often (cgc_malloc_atomic(3)). */
 static void tiny_free_child(const void *arg)
 {
 	const struct tiny_case *t = arg;
@@ -828,8 +830,8 @@ static void check_base_garbage(const char *when)
 	const char *last = strrchr(o.err, '\n') ? strrchr(o.err, '\n') + 1 : o.err;
 	ck_assert_msg(WIFEXITED(o.status) && WEXITSTATUS(o.status) == 0,
 		      "cgc_base on garbage %s: child %s at %s (exit 21: not NULL; 22: inconsistent answer"
-		      " for a random address, seed %llu)", when, describe_status(o.status, sbuf, sizeof sbuf),
-		      last, (unsigned long long)seed);
+		      " for a random address, seed %llu)", when,
+		      describe_status(o.status, sbuf, sizeof sbuf), last, (unsigned long long)seed);
 }
 
 /* Nothing in this test allocates before the child runs: the heap does not exist yet. */
