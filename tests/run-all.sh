@@ -32,6 +32,20 @@ run_check() { # name
 }
 
 variety release && run_check release || fail=1
+echo "=================== install + pkg-config ==================="
+# What a user does: install, then build a program with pkg-config alone, and run it.
+prefix=$top/_test/prefix
+rm -rf "$prefix"
+if (cd _test/release && make -s install prefix="$prefix") &&
+	PKG_CONFIG_PATH=$prefix/lib/pkgconfig sh -c 'cc -std=c11 -O2 -o _test/stats examples/stats.c \
+		$(pkg-config --cflags --libs cgc) -pthread -Wl,-rpath,'"$prefix"'/lib' &&
+	./_test/stats >_test/stats.out && grep -q "objects live" _test/stats.out &&
+	[ -f "$prefix/share/man/man3/cgc_malloc.3" ] && [ -f "$prefix/share/man/man7/cgc.7" ]; then
+	echo "installed, linked with pkg-config, ran: ok"
+else
+	echo "install + pkg-config: FAILED"
+	fail=1
+fi
 variety debug --enable-debug && run_check debug || fail=1
 echo "=================== valgrind ==================="
 (cd _test/release && make -s check-valgrind) || fail=1
