@@ -31,12 +31,12 @@ run_check() { # name
 	cat "_test/$1"/tests/*.log | grep -E '^[0-9]+%: Checks' || true
 }
 
-variety release && run_check release || fail=1
+variety release --prefix="$top/_test/prefix" && run_check release || fail=1
 echo "=================== install + pkg-config ==================="
 # What a user does: install, then build a program with pkg-config alone, and run it.
 prefix=$top/_test/prefix
 rm -rf "$prefix"
-if (cd _test/release && make -s install prefix="$prefix") &&
+if (cd _test/release && make -s install >install.log 2>&1) &&
 	PKG_CONFIG_PATH=$prefix/lib/pkgconfig sh -c 'cc -std=c11 -O2 -o _test/stats examples/stats.c \
 		$(pkg-config --cflags --libs cgc) -pthread -Wl,-rpath,'"$prefix"'/lib' &&
 	./_test/stats >_test/stats.out && grep -q "objects live" _test/stats.out &&
