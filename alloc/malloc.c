@@ -202,7 +202,7 @@ static ALWAYS_INLINE void *small_alloc(size_t n, int noscan)
 	void *p = s->freelist;
 	if (likely(p != NULL)) {
 		s->freelist = *(void **)p;
-		s->nalloc++;
+		counter_add_owner(&s->nalloc, 1);
 		store_relaxed(&s->state[span_objindex(s, (uintptr_t)p)], OBJ_ALLOC);
 		counter_add_owner(&c->nmalloc[spc], 1);
 		if (!noscan)
@@ -287,8 +287,8 @@ static NOINLINE void free_small_slow(void *p, span_t *s, size_t idx, const char 
 	}
 	obj_set_next(p, s->local_free);
 	s->local_free = p;
-	counter_add_owner(&c->nfree[s->spc], 1);
-	if (--s->nalloc == 0 || s->where == WHERE_MC_FULL)
+	counter_add_owner(&s->nalloc, -1);
+	if (s->nalloc == 0 || s->where == WHERE_MC_FULL)
 		mcache_after_local_free(c, s);
 }
 
@@ -316,8 +316,9 @@ static ALWAYS_INLINE void free_small(void *p, const char *fn)
 	store_relaxed(st, OBJ_FREE);
 	*(void **)p = s->local_free;
 	s->local_free = p;
-	counter_add_owner(&c->nfree[s->spc], 1);
-	if (unlikely((--s->nalloc == 0) | (s->where == WHERE_MC_FULL)))
+	uint16_t left = (uint16_t)(load_relaxed(&s->nalloc) - 1);
+	store_relaxed(&s->nalloc, left);
+	if (unlikely((left == 0) | (s->where == WHERE_MC_FULL)))
 		mcache_after_local_free(c, s);
 }
 

@@ -145,7 +145,7 @@ void *mcache_refill(mcache_t *c, unsigned spc)
 	}
 	void *p = s->freelist;
 	s->freelist = obj_get_next(p);
-	s->nalloc++;
+	counter_add_owner(&s->nalloc, 1);
 	store_relaxed(&s->state[span_objindex(s, (uintptr_t)p)], OBJ_ALLOC);
 	counter_add_owner(&c->nmalloc[spc], 1);
 	return p;
@@ -194,6 +194,7 @@ void mcache_remote_free(span_t *s, void *p, size_t idx, const char *fn)
 		}
 		obj_set_next(p, (void *)old);
 		if (cas_weak_release(&s->thread_free, &old, (uintptr_t)p)) {
+			fetch_add_relaxed(&mheap.remote_uncollected[spc], 1);
 			if (old == 0) {
 				mcache_t *o = owner_untag(load_relaxed(&s->owner));
 				if (o)
@@ -202,11 +203,6 @@ void mcache_remote_free(span_t *s, void *p, size_t idx, const char *fn)
 			break;
 		}
 	}
-	mcache_t *me = tls_mcache;
-	if (me != &empty_mcache)
-		counter_add_owner(&me->nfree[spc], 1);
-	else
-		fetch_add_relaxed(&mheap.dead_nfree[spc], 1);
 }
 
 void mcache_destroy(mcache_t *c)

@@ -59,7 +59,7 @@ bool mcentral_free(span_t *s, void *p)
 	}
 	span_push_free(s, p);
 	CHECK(s->nalloc > 0);
-	s->nalloc--;
+	counter_add_owner(&s->nalloc, -1);
 	if (s->nalloc == 0) {
 		span_list_remove(central_list(mc, s), s);
 		s->where = WHERE_NONE;

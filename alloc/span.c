@@ -123,7 +123,9 @@ size_t span_collect(span_t *s, uintptr_t keep_flag)
 	if (list) {
 		size_t r = splice_recycled(s, (void *)list);
 		CHECK(s->nalloc >= r);
-		s->nalloc = (uint16_t)(s->nalloc - r); /* remote frees counted as allocated until now */
+		/* Remote frees counted as allocated until now. */
+		store_relaxed(&s->nalloc, (uint16_t)(s->nalloc - r));
+		fetch_sub_relaxed(&mheap.remote_uncollected[s->spc], r);
 		n += r;
 	}
 	return n;

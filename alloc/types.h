@@ -114,7 +114,8 @@ struct span {
 	uint32_t divmul;         /* (off * divmul) >> 32 == off / elemsize for offsets inside the span;
 	                            0 for large spans, so every offset maps to object 0 */
 	uint16_t nelems;         /* object slots */
-	uint16_t nalloc;         /* slots handed out and not yet back on freelist */
+	uint16_t nalloc;         /* slots handed out and not yet freed (or freed by another thread and
+	                            not yet collected); owner-written, read by cgc_get_stats */
 	uint16_t nfresh;         /* slots [0, nfresh) have been carved; [nfresh, nelems) never used */
 	uint8_t spc;             /* span class */
 	uint8_t kind;            /* enum span_kind */
@@ -146,8 +147,8 @@ typedef struct heap_arena {
  * speaks to memcheck. A thread that has not allocated yet uses the static empty mcache. */
 struct mcache {
 	span_t *alloc[NUM_SPAN_CLASSES];     /* fast path: current span per class (never NULL) */
-	uint64_t nmalloc[NUM_SPAN_CLASSES];  /* stats, owner-written, read racily (relaxed) */
-	uint64_t nfree[NUM_SPAN_CLASSES];    /* frees performed by this thread, whatever the owner */
+	uint64_t nmalloc[NUM_SPAN_CLASSES];  /* stats, owner-written, read racily (relaxed); frees are
+	                                        not counted: see alloc/stats.c */
 	uintptr_t tiny;                      /* current tiny block, 0 when none */
 	uintptr_t tiny_off;                  /* bytes of it in use */
 	uint8_t *tiny_state;                 /* its state byte */
@@ -196,7 +197,8 @@ typedef struct mheap {
 	uint32_t sweepgen;                   /* the collector's cycle counter x2 (see mcentral_t) */
 	mcache_t *mcaches;                   /* registry of all mcaches, live and pooled */
 	uint64_t dead_nmalloc[NUM_SPAN_CLASSES]; /* stats folded in from exited threads */
-	uint64_t dead_nfree[NUM_SPAN_CLASSES];
+	uint64_t remote_uncollected[NUM_SPAN_CLASSES]; /* atomic: objects on some span's thread_free,
+	                                        freed but still counted in its nalloc */
 	uint64_t dead_tiny_allocs;
 	/* Spans recently given back to the page heap, so a double free into one is reported as a double
 	 * free rather than as a foreign pointer. A ring, written under the lock, read racily. */

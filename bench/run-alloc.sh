@@ -206,6 +206,13 @@ if [[ $have_cgc == 1 ]]; then
 		note "lookup failed"
 		failed=1
 	fi
+	# The same words through the collector's inline lookup, from a build tree (make builds it).
+	inline=${CGC_BUILD:-$root/_build}/bench/lookup_inline
+	if [[ -x $inline ]]; then
+		"$inline" "$LOOKUP_MB" "$LOOKUP_WORDS" || { note "lookup_inline failed"; failed=1; }
+	else
+		note "no $inline (configure and make in ${CGC_BUILD:-$root/_build}): skipping the inline lookup"
+	fi
 else
 	note "cgc not available: skipping lookup"
 fi
