@@ -79,6 +79,13 @@ static inline size_t span_state_bytes(const span_t *s)
 	return (s->npages << PAGE_SHIFT) / s->elemsize; /* the last byte's index is below this */
 }
 
+/* A tiny block's state bits for an object at granule g of ng granules: its start bit (low
+ * nibble) and its in-use bits (high nibble). doc/design/allocator.md, 7. */
+static inline uint8_t tiny_mask(unsigned g, unsigned ng)
+{
+	return (uint8_t)(1u << g | ((1u << ng) - 1) << (4 + g));
+}
+
 /* ---- alloc/meta.c: memory for cgc's own structures --------------------------------------- */
 
 void *meta_alloc(size_t size); /* zeroed; sizes up to 64 KiB; never returned to the OS */
@@ -114,7 +121,8 @@ size_t mheap_released_object_size(uintptr_t a);
 void span_init_objects(span_t *s, unsigned spc);
 bool span_extend_fresh(span_t *s);          /* threads a batch of fresh slots onto freelist */
 size_t span_collect(span_t *s, uintptr_t keep_flag); /* local_free, thread_free -> freelist */
-void span_push_free(span_t *s, void *p);    /* a freed slot straight onto freelist, recycled */
+void span_push_free(span_t *s, void *p);
+void slot_fill_freed(span_t *s, void *p);   /* debug builds: mark a freed slot's bytes */    /* a freed slot straight onto freelist, recycled */
 void span_validate(const span_t *s);
 void span_list_push(span_list_t *l, span_t *s);
 void span_list_remove(span_list_t *l, span_t *s);
@@ -137,7 +145,7 @@ void *mcache_refill(mcache_t *c, unsigned spc);    /* next object of class spc; 
 void mcache_after_local_free(mcache_t *c, span_t *s);
 void mcache_remote_free(span_t *s, void *p, size_t idx, const char *fn);
 void mcache_destroy(mcache_t *c);
-void *mcache_tiny_alloc_slow(mcache_t *c, size_t size, size_t align);
+void *mcache_tiny_alloc_slow(mcache_t *c, size_t size);
 
 /* ---- alloc/malloc.c: the public entry points, and bad-input reports ----------------------- */
 

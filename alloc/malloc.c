@@ -36,42 +36,6 @@ __attribute__((constructor)) static void alloc_ctor(void)
 	alloc_init();
 }
 
-/* ---- bad input --------------------------------------------------------------------------- */
-
-/* Works out what is wrong with p, says it in one line, aborts. Nothing was changed before. */
-_Noreturn COLD void report_bad_pointer(const char *fn, const void *p)
-{
-	uintptr_t a = (uintptr_t)p;
-	span_t *s = spanmap_lookup(a);
-	if (s && s->kind != SPAN_FREE) {
-		size_t idx = span_objindex(s, a);
-		if (idx < s->nelems) {
-			uintptr_t base = s->base + idx * s->elemsize;
-			uint8_t st = load_relaxed(&s->state[idx]);
-			if (s->kind == SPAN_TINY && st != OBJ_FREE) {
-				unsigned g = (unsigned)((a - base) / TINY_GRANULE);
-				if ((st >> 4 >> g) & 1) {
-					while (!((st >> g) & 1))
-						g--;
-					cgc_fatal("cgc: %s(): %p is an interior pointer into the tiny object at %p", fn, p,
-						  (void *)(base + g * TINY_GRANULE));
-				}
-			} else if (a == base && st == OBJ_FREE) {
-				cgc_fatal("cgc: %s(): double free of %p (a %zu-byte object that is already free)", fn, p,
-					  s->elemsize);
-			} else if (st != OBJ_FREE) {
-				cgc_fatal("cgc: %s(): %p is an interior pointer into the %zu-byte object at %p", fn, p,
-					  s->elemsize, (void *)base);
-			}
-		}
-	}
-	/* Not in a live span: perhaps in one that went back to the page heap after its last free. */
-	size_t released = (s == NULL || s->kind == SPAN_FREE) ? mheap_released_object_size(a) : 0;
-	if (released)
-		cgc_fatal("cgc: %s(): double free of %p (a %zu-byte object that is already free)", fn, p, released);
-	cgc_fatal("cgc: %s(): %p was not allocated by cgc", fn, p);
-}
-
 /* ---- tiny objects ------------------------------------------------------------------------ */
 
 /* The tiny object that granule g of a tiny block (state byte st) belongs to: its first granule,
@@ -94,40 +58,66 @@ static size_t tiny_size(uint8_t st, unsigned g)
 	return n * TINY_GRANULE;
 }
 
-/* Fast path: bump inside the current 16-byte block; about ten instructions. */
-static ALWAYS_INLINE void *tiny_alloc(mcache_t *c, size_t n)
-{
-	size_t size = (n + TINY_GRANULE - 1) & ~(size_t)(TINY_GRANULE - 1);
-	size_t align = (size & 7) == 0 ? 8 : TINY_GRANULE;
-	uintptr_t off = (c->tiny_off + align - 1) & ~(align - 1);
-	if (likely(c->tiny != 0 && off + size <= TINY_SIZE && !rt_valgrind)) {
-		unsigned g = (unsigned)(off / TINY_GRANULE), ng = (unsigned)(size / TINY_GRANULE);
-		uint8_t st = load_relaxed(c->tiny_state);
-		store_relaxed(c->tiny_state, (uint8_t)(st | 1u << g | ((1u << ng) - 1) << (4 + g)));
-		c->tiny_off = off + size;
-		counter_add_owner(&c->tiny_allocs, 1);
-		return (void *)(c->tiny + off);
-	}
-	return NULL;
-}
+/* ---- bad input --------------------------------------------------------------------------- */
 
-static NOINLINE void *tiny_alloc_slow(mcache_t *c, size_t n)
+/* Works out what is wrong with p, says it in one line, aborts. Nothing was changed before. */
+_Noreturn COLD void report_bad_pointer(const char *fn, const void *p)
 {
-	size_t size = (n + TINY_GRANULE - 1) & ~(size_t)(TINY_GRANULE - 1);
-	if (unlikely(rt_valgrind) && c != &empty_mcache && c->tiny) {
-		/* Same packing as the fast path, announced to memcheck object by object. */
-		size_t align = (size & 7) == 0 ? 8 : TINY_GRANULE;
-		uintptr_t off = (c->tiny_off + align - 1) & ~(align - 1);
-		if (off + size <= TINY_SIZE) {
-			unsigned g = (unsigned)(off / TINY_GRANULE), ng = (unsigned)(size / TINY_GRANULE);
-			*c->tiny_state |= (uint8_t)(1u << g | ((1u << ng) - 1) << (4 + g));
-			c->tiny_off = off + size;
-			c->tiny_allocs++;
-			vg_malloclike((void *)(c->tiny + off), size, 0);
-			return (void *)(c->tiny + off);
+	uintptr_t a = (uintptr_t)p;
+	span_t *s = spanmap_lookup(a);
+	if (s && s->kind != SPAN_FREE) {
+		size_t idx = span_objindex(s, a);
+		if (idx < s->nelems) {
+			uintptr_t base = s->base + idx * s->elemsize;
+			uint8_t st = load_relaxed(&s->state[idx]);
+			int g = s->kind == SPAN_TINY ? tiny_start(st, (unsigned)((a - base) / TINY_GRANULE)) : -1;
+			if (g >= 0) {
+				cgc_fatal("cgc: %s(): %p is an interior pointer into the tiny object at %p", fn, p,
+					  (void *)(base + (unsigned)g * TINY_GRANULE));
+			} else if (s->kind == SPAN_TINY) {
+				/* an unused granule of a tiny block: not an object */
+			} else if (a == base && st == OBJ_FREE) {
+				cgc_fatal("cgc: %s(): double free of %p (a %zu-byte object that is already free)", fn, p,
+					  s->elemsize);
+			} else if (st != OBJ_FREE) {
+				cgc_fatal("cgc: %s(): %p is an interior pointer into the %zu-byte object at %p", fn, p,
+					  s->elemsize, (void *)base);
+			}
 		}
 	}
-	void *p = mcache_tiny_alloc_slow(c, size, 0);
+	/* Not in a live span: perhaps in one that went back to the page heap after its last free. */
+	size_t released = (s == NULL || s->kind == SPAN_FREE) ? mheap_released_object_size(a) : 0;
+	if (released)
+		cgc_fatal("cgc: %s(): double free of %p (a %zu-byte object that is already free)", fn, p, released);
+	cgc_fatal("cgc: %s(): %p was not allocated by cgc", fn, p);
+}
+
+/* Packs a tiny object of size bytes (a multiple of 4) into the current block: the fast path,
+ * about ten instructions. NULL when there is no block or no room (the empty mcache has none). */
+static ALWAYS_INLINE void *tiny_pack(mcache_t *c, size_t size)
+{
+	size_t align = (size & 7) == 0 ? 8 : TINY_GRANULE;
+	uintptr_t off = (c->tiny_off + align - 1) & ~(align - 1);
+	if (unlikely(c->tiny == 0 || off + size > TINY_SIZE))
+		return NULL;
+	uint8_t st = load_relaxed(c->tiny_state);
+	store_relaxed(c->tiny_state,
+		      (uint8_t)(st | tiny_mask((unsigned)(off / TINY_GRANULE), (unsigned)(size / TINY_GRANULE))));
+	c->tiny_off = off + size;
+	counter_add_owner(&c->tiny_allocs, 1);
+	return (void *)(c->tiny + off);
+}
+
+/* A new block, or (under valgrind, where the fast path is off) the current one, announcing the
+ * object to memcheck. */
+static NOINLINE void *tiny_alloc_slow(mcache_t *c, size_t size)
+{
+	void *p = tiny_pack(c, size);
+	if (p) {
+		vg_malloclike(p, size, 0);
+		return p;
+	}
+	p = mcache_tiny_alloc_slow(c, size);
 	if (p == NULL)
 		errno = ENOMEM;
 	return p;
@@ -222,8 +212,10 @@ CGC_API void *cgc_malloc(size_t n)
 CGC_API void *cgc_malloc_atomic(size_t n)
 {
 	if (n - 1 < TINY_SIZE - 1) {
-		void *p = tiny_alloc(tls_mcache, n);
-		return likely(p != NULL) ? p : tiny_alloc_slow(tls_mcache, n);
+		mcache_t *c = tls_mcache;
+		size_t size = (n + TINY_GRANULE - 1) & ~(size_t)(TINY_GRANULE - 1);
+		void *p = likely(!rt_valgrind) ? tiny_pack(c, size) : NULL;
+		return likely(p != NULL) ? p : tiny_alloc_slow(c, size);
 	}
 	if (likely(n <= SMALL_SIZE_MAX))
 		return small_alloc(n, 1);
@@ -242,6 +234,30 @@ CGC_API void *cgc_calloc(size_t n, size_t size)
 
 /* ---- free and queries -------------------------------------------------------------------- */
 
+/* Usable bytes of the object that starts at p; aborts on anything else. */
+static size_t usable_size_checked(const void *p, const char *fn, span_t **sp)
+{
+	uintptr_t a = (uintptr_t)p;
+	span_t *s = spanmap_lookup(a);
+	if (s == NULL || s->kind == SPAN_FREE)
+		report_bad_pointer(fn, p);
+	size_t idx = span_objindex(s, a);
+	if (idx >= s->nelems)
+		report_bad_pointer(fn, p);
+	uintptr_t base = s->base + idx * s->elemsize;
+	uint8_t st = load_relaxed(&s->state[idx]);
+	*sp = s;
+	if (s->kind == SPAN_TINY) {
+		unsigned g = (unsigned)((a - base) / TINY_GRANULE);
+		if (st == OBJ_FREE || (a - base) % TINY_GRANULE || tiny_start(st, g) != (int)g)
+			report_bad_pointer(fn, p);
+		return tiny_size(st, g);
+	}
+	if (a != base || st != OBJ_ALLOC)
+		report_bad_pointer(fn, p);
+	return s->elemsize;
+}
+
 /* Frees of tiny and large objects, and anything the fast path did not recognise. */
 static NOINLINE void free_slow(void *p, span_t *s, const char *fn)
 {
@@ -254,14 +270,9 @@ static NOINLINE void free_slow(void *p, span_t *s, const char *fn)
 		return;
 	}
 	/* Tiny: a free is accepted at the start of a live tiny object and does nothing; the block
-	 * comes back when the collector finds all of it unreachable (doc/design/allocator.md). */
-	uintptr_t a = (uintptr_t)p;
-	size_t idx = span_objindex(s, a);
-	uintptr_t blk = s->base + idx * s->elemsize;
-	uint8_t st = idx < s->nelems ? load_relaxed(&s->state[idx]) : 0;
-	unsigned g = (unsigned)((a - blk) / TINY_GRANULE);
-	if (st == OBJ_FREE || (a - blk) % TINY_GRANULE || !((st >> g) & 1) || !((st >> 4 >> g) & 1))
-		report_bad_pointer(fn, p);
+	 * comes back when the collector finds all of it unreachable (doc/design/allocator.md 7).
+	 * usable_size_checked aborts on anything else. */
+	(void)usable_size_checked(p, fn, &s);
 }
 
 /* Everything the free fast path leaves out: a bad pointer, a double free, a span another thread
@@ -280,11 +291,7 @@ static NOINLINE void free_small_slow(void *p, span_t *s, size_t idx, const char 
 		report_bad_pointer(fn, p);
 	store_relaxed(&s->state[idx], OBJ_FREE);
 	vg_freelike(p);
-	if (CGC_DEBUG_LEVEL > 0 && s->elemsize > sizeof(void *)) {
-		vg_undefined(p, s->elemsize);
-		memset((char *)p + sizeof(void *), FREED_FILL, s->elemsize - sizeof(void *));
-		vg_noaccess(p, s->elemsize);
-	}
+	slot_fill_freed(s, p);
 	obj_set_next(p, s->local_free);
 	s->local_free = p;
 	counter_add_owner(&s->nalloc, -1);
@@ -325,30 +332,6 @@ static ALWAYS_INLINE void free_small(void *p, const char *fn)
 CGC_API void cgc_free(void *p)
 {
 	free_small(p, "free");
-}
-
-/* Usable bytes of the object that starts at p; aborts on anything else. */
-static size_t usable_size_checked(const void *p, const char *fn, span_t **sp)
-{
-	uintptr_t a = (uintptr_t)p;
-	span_t *s = spanmap_lookup(a);
-	if (s == NULL || s->kind == SPAN_FREE)
-		report_bad_pointer(fn, p);
-	size_t idx = span_objindex(s, a);
-	if (idx >= s->nelems)
-		report_bad_pointer(fn, p);
-	uintptr_t base = s->base + idx * s->elemsize;
-	uint8_t st = load_relaxed(&s->state[idx]);
-	*sp = s;
-	if (s->kind == SPAN_TINY) {
-		unsigned g = (unsigned)((a - base) / TINY_GRANULE);
-		if (st == OBJ_FREE || (a - base) % TINY_GRANULE || tiny_start(st, g) != (int)g)
-			report_bad_pointer(fn, p);
-		return tiny_size(st, g);
-	}
-	if (a != base || st != OBJ_ALLOC)
-		report_bad_pointer(fn, p);
-	return s->elemsize;
 }
 
 CGC_API size_t cgc_usable_size(const void *p)

@@ -178,11 +178,7 @@ void mcache_remote_free(span_t *s, void *p, size_t idx, const char *fn)
 					 __ATOMIC_RELAXED))
 		report_bad_pointer(fn, p);
 	vg_freelike(p);
-	if (CGC_DEBUG_LEVEL > 0 && s->elemsize > sizeof(void *)) {
-		vg_undefined(p, s->elemsize);
-		memset((char *)p + sizeof(void *), FREED_FILL, s->elemsize - sizeof(void *));
-		vg_noaccess(p, s->elemsize);
-	}
+	slot_fill_freed(s, p);
 	unsigned spc = s->spc;
 	uintptr_t old = load_relaxed(&s->thread_free);
 	for (;;) {
@@ -232,9 +228,8 @@ void mcache_destroy(mcache_t *c)
 	pthread_mutex_unlock(&mheap.lock);
 }
 
-void *mcache_tiny_alloc_slow(mcache_t *c, size_t size, size_t align)
+void *mcache_tiny_alloc_slow(mcache_t *c, size_t size)
 {
-	(void)align;
 	if (c == &empty_mcache && (c = mcache_create()) == NULL)
 		return NULL;
 	void *blk = mcache_refill(c, TINY_SPC);
@@ -242,8 +237,7 @@ void *mcache_tiny_alloc_slow(mcache_t *c, size_t size, size_t align)
 		return NULL;
 	span_t *s = spanmap_lookup((uintptr_t)blk);
 	uint8_t *st = &s->state[span_objindex(s, (uintptr_t)blk)];
-	unsigned ng = (unsigned)(size / TINY_GRANULE);
-	store_relaxed(st, (uint8_t)(1u | (((1u << ng) - 1) << 4)));
+	store_relaxed(st, tiny_mask(0, (unsigned)(size / TINY_GRANULE)));
 	/* Keep the block with more room left: a 12-byte object must not strand a half-used block. */
 	if (c->tiny == 0 || TINY_SIZE - size > TINY_SIZE - c->tiny_off) {
 		c->tiny = (uintptr_t)blk;

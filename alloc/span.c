@@ -59,6 +59,16 @@ bool span_extend_fresh(span_t *s)
 	return true;
 }
 
+/* Debug builds fill a freed slot (past its link word) with FREED_FILL; slot_recycle checks it. */
+void slot_fill_freed(span_t *s, void *p)
+{
+	if (CGC_DEBUG_LEVEL == 0 || s->elemsize <= sizeof(void *))
+		return;
+	vg_undefined(p, s->elemsize);
+	memset((char *)p + sizeof(void *), FREED_FILL, s->elemsize - sizeof(void *));
+	vg_noaccess(p, s->elemsize);
+}
+
 /* Readies a freed slot for the free list. In debug builds the fill written at free time is checked
  * first, so a write after free is caught here. Zeroing is left to allocation (doc/design/
  * allocator.md 3.3): done here it would walk a list of cold objects one miss after another. */
