@@ -93,40 +93,37 @@ static span_t *free_find(size_t npages)
 	return best;
 }
 
-/* Inserts pages [base, base+npages) as a free run, merging with free neighbours. Entries of pages
- * that end up inside the run are cleared, so no lookup can reach a stale span struct. */
+/* Folds the free neighbour n (already off its list) into s: pages, and what they may hold. */
+static void absorb(span_t *s, span_t *n)
+{
+	s->npages += n->npages;
+	s->needzero |= n->needzero;
+	s->scavenged &= n->scavenged;
+	if (n->free_since > s->free_since)
+		s->free_since = n->free_since;
+	span_struct_free(n);
+}
+
+/* Inserts s's pages as a free run, merging with free neighbours. Entries of pages that end up
+ * inside the run are cleared, so no lookup can reach a stale span struct. */
 static void free_range(span_t *s)
 {
 	uintptr_t lo = load_relaxed(&heap_lo), hi = load_relaxed(&heap_hi);
-	if (s->base > lo) {
-		span_t *p = spanmap_lookup(s->base - PAGE_SIZE);
-		if (p && p->where == WHERE_HEAP_FREE) {
-			free_remove(p);
-			spanmap_set_page(s->base - PAGE_SIZE, NULL);
-			spanmap_set_page(s->base, NULL);
-			s->base = p->base;
-			s->npages += p->npages;
-			s->needzero |= p->needzero;
-			s->scavenged &= p->scavenged;
-			if (p->free_since > s->free_since)
-				s->free_since = p->free_since;
-			span_struct_free(p);
-		}
+	span_t *p = s->base > lo ? spanmap_lookup(s->base - PAGE_SIZE) : NULL;
+	if (p && p->where == WHERE_HEAP_FREE) {
+		free_remove(p);
+		spanmap_set_page(s->base - PAGE_SIZE, NULL);
+		spanmap_set_page(s->base, NULL);
+		s->base = p->base;
+		absorb(s, p);
 	}
 	uintptr_t end = s->base + (s->npages << PAGE_SHIFT);
-	if (end < hi) {
-		span_t *n = spanmap_lookup(end);
-		if (n && n->where == WHERE_HEAP_FREE) {
-			free_remove(n);
-			spanmap_set_page(end - PAGE_SIZE, NULL);
-			spanmap_set_page(end, NULL);
-			s->npages += n->npages;
-			s->needzero |= n->needzero;
-			s->scavenged &= n->scavenged;
-			if (n->free_since > s->free_since)
-				s->free_since = n->free_since;
-			span_struct_free(n);
-		}
+	span_t *n = end < hi ? spanmap_lookup(end) : NULL;
+	if (n && n->where == WHERE_HEAP_FREE) {
+		free_remove(n);
+		spanmap_set_page(end - PAGE_SIZE, NULL);
+		spanmap_set_page(end, NULL);
+		absorb(s, n);
 	}
 	free_insert(s);
 }
