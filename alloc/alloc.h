@@ -91,6 +91,9 @@ static inline uint8_t tiny_mask(unsigned g, unsigned ng)
 void *meta_alloc(size_t size); /* zeroed; sizes up to 64 KiB; never returned to the OS */
 void meta_free(void *p, size_t size);
 size_t meta_mapped_bytes(void);
+void meta_fork_prepare(void);
+void meta_fork_parent(void);
+void meta_fork_child(void);
 
 /* ---- alloc/arena.c: arenas and the span map ---------------------------------------------- */
 

@@ -16,6 +16,37 @@ _Static_assert(NUM_SIZE_CLASSES == CGC_NUM_CLASSES, "cgc.h's CGC_NUM_CLASSES mus
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
+/* fork() in a threaded program: another thread may hold any of cgc's locks at the moment of the
+ * fork, and the child would inherit it held forever. Take them all first, in the one order the
+ * allocator ever nests them (mcentral, then mheap, then meta), and release them on both sides. The
+ * child's other threads are gone; their spans stay owned by their caches, and frees into them go
+ * the remote way (the memory comes back with the collector). */
+static void fork_prepare(void)
+{
+	for (unsigned i = 0; i < NUM_SPAN_CLASSES; i++)
+		pthread_mutex_lock(&mheap.central[i].lock);
+	pthread_mutex_lock(&mheap.lock);
+	meta_fork_prepare();
+}
+
+static void fork_parent(void)
+{
+	meta_fork_parent();
+	pthread_mutex_unlock(&mheap.lock);
+	for (unsigned i = NUM_SPAN_CLASSES; i-- > 0;)
+		pthread_mutex_unlock(&mheap.central[i].lock);
+}
+
+static void fork_child(void)
+{
+	/* Only this thread exists now: fresh locks rather than unlocking ones another thread's id
+	 * may be recorded in. */
+	meta_fork_child();
+	pthread_mutex_init(&mheap.lock, NULL);
+	for (unsigned i = 0; i < NUM_SPAN_CLASSES; i++)
+		pthread_mutex_init(&mheap.central[i].lock, NULL);
+}
+
 static void do_init(void)
 {
 	mheap_init();
@@ -24,6 +55,8 @@ static void do_init(void)
 			  (size_t)(ARENA_INDEX_SIZE * sizeof(void *)) >> 20);
 	rt_valgrind = os_running_on_valgrind();
 	mcache_init_key();
+	if (pthread_atfork(fork_prepare, fork_parent, fork_child) != 0)
+		cgc_fatal("cgc: cannot register the fork handlers");
 }
 
 void alloc_init(void)

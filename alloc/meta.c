@@ -68,6 +68,22 @@ void meta_free(void *p, size_t size)
 	pthread_mutex_unlock(&meta_lock);
 }
 
+/* fork() in a threaded program: the child must not inherit this lock held (alloc/malloc.c). */
+void meta_fork_prepare(void)
+{
+	pthread_mutex_lock(&meta_lock);
+}
+
+void meta_fork_parent(void)
+{
+	pthread_mutex_unlock(&meta_lock);
+}
+
+void meta_fork_child(void)
+{
+	pthread_mutex_init(&meta_lock, NULL);
+}
+
 size_t meta_mapped_bytes(void)
 {
 	pthread_mutex_lock(&meta_lock);

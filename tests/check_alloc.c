@@ -6,12 +6,24 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "alloc/alloc.h"
 #include "include/cgc.h"
 #include "tests/testutil.h"
 
 static struct cgc_stats st;
+
+/* Index of the first byte of p[from, to) that differs from want(i), or -1. Checked in a plain
+ * loop and asserted once: every passing ck_assert writes a checkpoint to a file. */
+static long first_bad(const unsigned char *p, size_t from, size_t to, int pattern)
+{
+	for (size_t i = from; i < to; i++)
+		if (p[i] != (pattern ? (unsigned char)(i * 7) : 0))
+			return (long)i;
+	return -1;
+}
 
 static uint64_t live_objects(void)
 {
@@ -38,8 +50,7 @@ START_TEST(test_every_class)
 				align = 16;
 			ck_assert_uint_eq((uintptr_t)p % align, 0);
 			if (!noscan)
-				for (size_t i = 0; i < sz; i++)
-					ck_assert_uint_eq(p[i], 0);
+				ck_assert_int_eq(first_bad(p, 0, sz, 0), -1);
 			memset(p, 0xab, sz);
 			cgc_free(p);
 			/* The freed slot comes back once the span's free list is used up: zeroed for
@@ -54,8 +65,7 @@ START_TEST(test_every_class)
 			} while (q != p && k < 2 * nel + 2);
 			ck_assert_ptr_eq(q, p);
 			if (!noscan)
-				for (size_t i = 0; i < sz; i++)
-					ck_assert_uint_eq(q[i], 0);
+				ck_assert_int_eq(first_bad(q, 0, sz, 0), -1);
 			while (k > 0)
 				cgc_free(held[--k]);
 			free(held);
@@ -277,12 +287,10 @@ START_TEST(test_realloc)
 		size_t qu = cgc_usable_size(q);
 		ck_assert_uint_ge(qu, m);
 		size_t keep = q == p ? qu : (u < m ? u : m);
-		for (size_t i = 0; i < keep; i++)
-			ck_assert_uint_eq(q[i], (unsigned char)(i * 7));
+		ck_assert_int_eq(first_bad(q, 0, keep, 1), -1);
 		/* Moved and grown, a scan object's bytes past the old object are zero. */
 		if (q != p)
-			for (size_t i = keep; i < qu; i++)
-				ck_assert_uint_eq(q[i], 0);
+			ck_assert_int_eq(first_bad(q, keep, qu, 0), -1);
 		for (size_t i = 0; i < qu; i++)
 			q[i] = (unsigned char)(i * 7);
 		p = q;
@@ -418,6 +426,58 @@ START_TEST(test_meta_alloc)
 }
 END_TEST
 
+/* fork() while other threads allocate: the child must find no cgc lock held. Threads hammer the
+ * page heap (large objects) and mcentral (remote frees into unowned spans) while the main thread
+ * forks; each child allocates and frees through every path and exits 0. alarm() turns a deadlock
+ * into a failure. */
+static volatile int fork_stop;
+
+static void *fork_hammer(void *arg)
+{
+	(void)arg;
+	while (!fork_stop) {
+		void *big = cgc_malloc(100000);
+		void *small[64];
+		for (int i = 0; i < 64; i++)
+			small[i] = cgc_malloc(24 + i * 8);
+		for (int i = 0; i < 64; i++)
+			cgc_free(small[i]);
+		cgc_free(big);
+	}
+	return NULL;
+}
+
+START_TEST(test_fork_with_threads)
+{
+	pthread_t t[2];
+	fork_stop = 0;
+	for (int i = 0; i < 2; i++)
+		pthread_create(&t[i], NULL, fork_hammer, NULL);
+	int rounds = (int)(40 * test_scale()) + 2; /* STRESS_SCALE shrinks it under valgrind */
+	for (int round = 0; round < rounds; round++) {
+		pid_t pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			alarm(10);
+			void *a = cgc_malloc(100), *b = cgc_malloc(200000), *c = cgc_malloc_atomic(5);
+			struct cgc_stats s;
+			cgc_get_stats(&s);
+			cgc_free(a);
+			cgc_free(b);
+			cgc_free(c);
+			_exit(s.objects > 0 ? 0 : 3);
+		}
+		int status;
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			      "child %d of round %d: status %#x (a SIGALRM means it deadlocked)", pid, round, status);
+	}
+	fork_stop = 1;
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+}
+END_TEST
+
 static Suite *alloc_suite(void)
 {
 	Suite *s = suite_create("alloc");
@@ -436,6 +496,10 @@ static Suite *alloc_suite(void)
 	tcase_add_test(tc, test_remote_free_reuse);
 	tcase_add_test(tc, test_meta_alloc);
 	suite_add_tcase(s, tc);
+	TCase *tf = tcase_create("fork");
+	tcase_set_timeout(tf, 120);
+	tcase_add_test(tf, test_fork_with_threads);
+	suite_add_tcase(s, tf);
 	return s;
 }
 
