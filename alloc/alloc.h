@@ -92,8 +92,7 @@ void *meta_alloc(size_t size); /* zeroed; sizes up to 64 KiB; never returned to 
 void meta_free(void *p, size_t size);
 size_t meta_mapped_bytes(void);
 void meta_fork_prepare(void);
-void meta_fork_parent(void);
-void meta_fork_child(void);
+void meta_fork_release(void);           /* parent and child alike */
 
 /* ---- alloc/arena.c: arenas and the span map ---------------------------------------------- */
 

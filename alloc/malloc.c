@@ -29,22 +29,13 @@ static void fork_prepare(void)
 	meta_fork_prepare();
 }
 
-static void fork_parent(void)
+/* In the child too: the thread that took the locks in fork_prepare is the child's one thread. */
+static void fork_parent_or_child(void)
 {
-	meta_fork_parent();
+	meta_fork_release();
 	pthread_mutex_unlock(&mheap.lock);
 	for (unsigned i = NUM_SPAN_CLASSES; i-- > 0;)
 		pthread_mutex_unlock(&mheap.central[i].lock);
-}
-
-static void fork_child(void)
-{
-	/* Only this thread exists now: fresh locks rather than unlocking ones another thread's id
-	 * may be recorded in. */
-	meta_fork_child();
-	pthread_mutex_init(&mheap.lock, NULL);
-	for (unsigned i = 0; i < NUM_SPAN_CLASSES; i++)
-		pthread_mutex_init(&mheap.central[i].lock, NULL);
 }
 
 static void do_init(void)
@@ -55,7 +46,7 @@ static void do_init(void)
 			  (size_t)(ARENA_INDEX_SIZE * sizeof(void *)) >> 20);
 	rt_valgrind = os_running_on_valgrind();
 	mcache_init_key();
-	if (pthread_atfork(fork_prepare, fork_parent, fork_child) != 0)
+	if (pthread_atfork(fork_prepare, fork_parent_or_child, fork_parent_or_child) != 0)
 		cgc_fatal("cgc: cannot register the fork handlers");
 }
 

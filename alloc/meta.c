@@ -74,14 +74,9 @@ void meta_fork_prepare(void)
 	pthread_mutex_lock(&meta_lock);
 }
 
-void meta_fork_parent(void)
+void meta_fork_release(void)
 {
 	pthread_mutex_unlock(&meta_lock);
-}
-
-void meta_fork_child(void)
-{
-	pthread_mutex_init(&meta_lock, NULL);
 }
 
 size_t meta_mapped_bytes(void)

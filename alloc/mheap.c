@@ -105,12 +105,13 @@ static void absorb(span_t *s, span_t *n)
 }
 
 /* Inserts s's pages as a free run, merging with free neighbours. Entries of pages that end up
- * inside the run are cleared, so no lookup can reach a stale span struct. */
+ * inside the run are cleared, so no lookup can reach a stale span struct. A neighbour is tested by
+ * kind, which changes only under the mheap lock, never by where, which its owner changes freely. */
 static void free_range(span_t *s)
 {
 	uintptr_t lo = load_relaxed(&heap_lo), hi = load_relaxed(&heap_hi);
 	span_t *p = s->base > lo ? spanmap_lookup(s->base - PAGE_SIZE) : NULL;
-	if (p && p->where == WHERE_HEAP_FREE) {
+	if (p && load_relaxed(&p->kind) == SPAN_FREE) {
 		free_remove(p);
 		spanmap_set_page(s->base - PAGE_SIZE, NULL);
 		spanmap_set_page(s->base, NULL);
@@ -119,7 +120,7 @@ static void free_range(span_t *s)
 	}
 	uintptr_t end = s->base + (s->npages << PAGE_SHIFT);
 	span_t *n = end < hi ? spanmap_lookup(end) : NULL;
-	if (n && n->where == WHERE_HEAP_FREE) {
+	if (n && load_relaxed(&n->kind) == SPAN_FREE) {
 		free_remove(n);
 		spanmap_set_page(end - PAGE_SIZE, NULL);
 		spanmap_set_page(end, NULL);
@@ -360,7 +361,7 @@ void mheap_validate_locked(void)
 			    spanmap_lookup(s->base + ((s->npages - 1) << PAGE_SHIFT)) != s)
 				cgc_fatal("cgc: heap check: free run at %p is not mapped at its ends", (void *)s->base);
 			span_t *nb = spanmap_lookup(s->base + (s->npages << PAGE_SHIFT));
-			if (nb && nb->where == WHERE_HEAP_FREE)
+			if (nb && load_relaxed(&nb->kind) == SPAN_FREE)
 				cgc_fatal("cgc: heap check: free runs at %p and %p are adjacent", (void *)s->base,
 					  (void *)nb->base);
 			if (s->scavenged)

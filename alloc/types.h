@@ -59,9 +59,22 @@
 
 /* Heap placement hints: addresses whose high bytes (0x00c0...) rarely occur in integers or text,
  * so conservative scanning retains less by accident. Tried in order, stepping by 1 << 40. */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CGC_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__) || defined(CGC_TSAN)
+/* ThreadSanitizer kills the process on a mapping outside its application ranges (on x86-64 the
+ * low one ends at 0x008000000000), so a TSan build asks for 64 GiB steps inside that range. */
+#define HEAP_HINT_BASE ((uintptr_t)0x0040 << 32)
+#define HEAP_HINT_STEP ((uintptr_t)1 << 36)
+#define HEAP_HINT_COUNT 3
+#else
 #define HEAP_HINT_BASE ((uintptr_t)0x00c0 << 32)
 #define HEAP_HINT_STEP ((uintptr_t)1 << 40)
 #define HEAP_HINT_COUNT 0x7f
+#endif
 
 /* ---- per-object state -------------------------------------------------------------------- */
 

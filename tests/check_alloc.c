@@ -430,12 +430,12 @@ END_TEST
  * page heap (large objects) and mcentral (remote frees into unowned spans) while the main thread
  * forks; each child allocates and frees through every path and exits 0. alarm() turns a deadlock
  * into a failure. */
-static volatile int fork_stop;
+static int fork_stop; /* atomic */
 
 static void *fork_hammer(void *arg)
 {
 	(void)arg;
-	while (!fork_stop) {
+	while (!__atomic_load_n(&fork_stop, __ATOMIC_RELAXED)) {
 		void *big = cgc_malloc(100000);
 		void *small[64];
 		for (int i = 0; i < 64; i++)
@@ -450,7 +450,7 @@ static void *fork_hammer(void *arg)
 START_TEST(test_fork_with_threads)
 {
 	pthread_t t[2];
-	fork_stop = 0;
+	__atomic_store_n(&fork_stop, 0, __ATOMIC_RELAXED);
 	for (int i = 0; i < 2; i++)
 		pthread_create(&t[i], NULL, fork_hammer, NULL);
 	int rounds = (int)(40 * test_scale()) + 2; /* STRESS_SCALE shrinks it under valgrind */
@@ -472,7 +472,7 @@ START_TEST(test_fork_with_threads)
 		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 			      "child %d of round %d: status %#x (a SIGALRM means it deadlocked)", pid, round, status);
 	}
-	fork_stop = 1;
+	__atomic_store_n(&fork_stop, 1, __ATOMIC_RELAXED);
 	for (int i = 0; i < 2; i++)
 		pthread_join(t[i], NULL);
 }
