@@ -11,6 +11,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "benchutil.h"
+
 #if defined(USE_MALLOC) + defined(USE_CALLOC) + defined(USE_CGC) + defined(USE_CGC_ATOMIC) + \
 	defined(USE_BDWGC) != 1
 #error "define exactly one of USE_MALLOC, USE_CALLOC, USE_CGC, USE_CGC_ATOMIC, USE_BDWGC"
@@ -66,13 +68,6 @@ struct worker {
 	uint64_t t_start;     /* CLOCK_MONOTONIC ns when this thread began allocating */
 	uint64_t t_end;       /* ... and when it had freed its last object */
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* xorshift64: cheap enough that the generator does not dominate an 8-byte allocation. */
 static inline uint64_t xorshift64(uint64_t *s)
@@ -142,17 +137,6 @@ static void *worker_main(void *arg)
 
 /* Where the checksum goes, so the compiler must keep the writes into the objects. */
 static volatile uint64_t sink;
-
-static int parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || v == 0)
-		return -1;
-	*out = v;
-	return 0;
-}
 
 int main(int argc, char **argv)
 {

@@ -28,6 +28,8 @@ static inline uintptr_t lookup_word(uintptr_t w)
 #include <stdlib.h>
 #include <time.h>
 
+#include "benchutil.h"
+
 #define DEFAULT_HEAP_MB 200
 #define DEFAULT_WORDS 10000000ull
 #define SMALL_MAX 32768            /* largest small size class */
@@ -104,24 +106,6 @@ static struct candidate draw_word(uint64_t *rng, uintptr_t lo, uintptr_t hi)
 	}
 	}
 	return c;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || v == 0)
-		return -1;
-	*out = v;
-	return 0;
 }
 
 static void *xmalloc(size_t n)
