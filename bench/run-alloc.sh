@@ -199,6 +199,41 @@ table "Memory with old contents: malloc/free, cgc_malloc_atomic/cgc_free" mimall
 table "Zeroed memory: calloc/free, cgc_malloc/cgc_free, GC_MALLOC (bdwgc frees nothing)" \
 	mimalloc+calloc "${calloc_group[@]}"
 
+# Producer/consumer: every free is remote. Same interleaving, medians over REPEAT.
+make -s -C "$here" CGC_PREFIX="$CGC_PREFIX" build/remote-malloc >&2 || die "cannot build bench/remote.c"
+remote_names=("${malloc_group[@]}")
+[[ $have_cgc == 1 ]] && remote_names=("${remote_names[@]/cgc-atomic/cgc}")
+declare -A remote_runs
+for ((rep = 0; rep < REPEAT; rep++)); do
+	for name in "${remote_names[@]}"; do
+		bin=$build/remote-malloc
+		envs=(env -u LD_PRELOAD)
+		case $name in
+		mimalloc) envs+=("LD_PRELOAD=$MIMALLOC_SO") ;;
+		jemalloc) envs+=("LD_PRELOAD=$JEMALLOC_SO") ;;
+		tcmalloc) envs+=("LD_PRELOAD=$TCMALLOC_SO") ;;
+		cgc) bin=$build/remote-cgc ;;
+		esac
+		if line=$("${envs[@]}" "$bin" "$ALLOCS" 2>"$errf"); then
+			remote_runs[$name]+="$(field "$line" ns_per_op) "
+		else
+			cat "$errf" >&2
+			note "remote $name failed"
+			failed=1
+		fi
+	done
+done
+echo
+echo "Producer/consumer (bench/remote.c): one thread allocates 8..256 bytes, another frees all of"
+echo "it; median ns per object over $REPEAT runs (spin-waiting on $(nproc) CPUs: noisy)"
+echo
+echo "| allocator | ns/object (median) |"
+echo "|---|---:|"
+for name in "${remote_names[@]}"; do
+	# shellcheck disable=SC2086
+	[[ -n ${remote_runs[$name]:-} ]] && printf '| %s | %s |\n' "$name" "$(median ${remote_runs[$name]})"
+done
+
 if [[ $have_cgc == 1 ]]; then
 	echo
 	note "lookup: $LOOKUP_MB MB of objects, $LOOKUP_WORDS words"
