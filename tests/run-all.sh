@@ -6,7 +6,8 @@
 set -e
 cd "$(dirname "$0")/.."
 . ./.ci/deps.sh
-autoreconf -fi >/dev/null 2>&1
+mkdir -p m4
+autoreconf -fi >autoreconf.log 2>&1 || { cat autoreconf.log; exit 1; }
 top=$PWD
 jobs=$(nproc)
 fail=0
