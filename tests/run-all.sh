@@ -22,7 +22,7 @@ variety() { # name, configure arguments...
 }
 
 run_check() { # name
-	if ! (cd "_test/$1" && make -s -j"$jobs" check); then
+	if ! (cd "_test/$1" && make -s -j"$jobs" LIBTOOLFLAGS=--silent check); then
 		for log in "_test/$1"/tests/*.log; do
 			grep -q -E '^(FAIL|ERROR)' "$log" 2>/dev/null || continue
 			echo "---- $log"
