@@ -109,6 +109,7 @@ void mheap_init(void);
 span_t *mheap_alloc_small(unsigned spc);                 /* a new span of class spc */
 span_t *mheap_alloc_large(size_t npages, unsigned spc);  /* a span for one large object */
 void mheap_free_span(span_t *s);                          /* takes the mheap lock */
+bool mheap_shrink_large(span_t *s, size_t npages);        /* takes the mheap lock */
 void mheap_free_span_locked(span_t *s);
 void mheap_scavenge(uint64_t now, uint64_t min_idle_ns);  /* mheap lock held */
 void mheap_release_idle(uint64_t min_idle_ns);           /* takes the lock; test and GC hook */

@@ -374,6 +374,14 @@ CGC_API void *cgc_realloc(void *p, size_t n)
 	/* In place when the new size fits and would not waste more than half of the object. */
 	if (n != 0 && n <= old && (n > old / 2 || s->kind == SPAN_TINY))
 		return p;
+	/* A large object that stays large shrinks in place: its tail pages go back to the heap. */
+	if (s->kind == SPAN_LARGE && n > MAX_SMALL_SIZE && n < old) {
+		size_t npages = (n + PAGE_SIZE - 1) >> PAGE_SHIFT;
+		if (mheap_shrink_large(s, npages)) {
+			vg_resize(p, old, s->elemsize);
+			return p;
+		}
+	}
 	void *q = noscan ? cgc_malloc_atomic(n) : cgc_malloc(n);
 	if (q == NULL)
 		return NULL; /* p is untouched and still valid */

@@ -314,6 +314,30 @@ void mheap_free_span(span_t *s)
 	pthread_mutex_unlock(&mheap.lock);
 }
 
+/* Shrinks a large span in place to npages (fewer than it has): the tail pages go back to the page
+ * heap as a free run, and the object keeps its address and contents. The span's npages and
+ * elemsize change while other threads may read them; the concurrent collector will have to read
+ * them once per object scan (doc/design/collector.md). */
+bool mheap_shrink_large(span_t *s, size_t npages)
+{
+	pthread_mutex_lock(&mheap.lock);
+	span_t *tail = span_struct_new();
+	if (tail == NULL) {
+		pthread_mutex_unlock(&mheap.lock);
+		return false;
+	}
+	size_t old_bytes = s->elemsize;
+	tail->base = s->base + (npages << PAGE_SHIFT);
+	tail->npages = s->npages - npages;
+	tail->kind = SPAN_FREE; /* pages, not an object: no large-object counts to undo */
+	s->npages = npages;
+	s->elemsize = npages << PAGE_SHIFT;
+	mheap.large_inuse -= old_bytes - s->elemsize;
+	mheap_free_span_locked(tail);
+	pthread_mutex_unlock(&mheap.lock);
+	return true;
+}
+
 /* ---- scavenger --------------------------------------------------------------------------- */
 
 void mheap_scavenge(uint64_t now, uint64_t min_idle_ns)

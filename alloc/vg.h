@@ -20,6 +20,12 @@ static inline void vg_freelike(const void *p)
 		VALGRIND_FREELIKE_BLOCK(p, 0);
 }
 
+static inline void vg_resize(const void *p, size_t old_size, size_t new_size)
+{
+	if (unlikely(rt_valgrind))
+		VALGRIND_RESIZEINPLACE_BLOCK(p, old_size, new_size, 0);
+}
+
 static inline void vg_defined(const void *p, size_t n)
 {
 	if (unlikely(rt_valgrind))

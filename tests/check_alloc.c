@@ -296,6 +296,25 @@ START_TEST(test_realloc)
 		p = q;
 		u = qu;
 	}
+	/* A large object that stays large shrinks in place, giving its tail pages back. */
+	unsigned char *big = cgc_base(cgc_malloc(1 << 20));
+	for (size_t i = 0; i < (1 << 20); i++)
+		big[i] = (unsigned char)(i * 7);
+	cgc_get_stats(&st);
+	size_t inuse_before = st.large_inuse;
+	unsigned char *shrunk = cgc_realloc(big, 300000);
+	ck_assert_ptr_eq(shrunk, big);
+	ck_assert_uint_eq(cgc_usable_size(shrunk), (300000 + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1));
+	ck_assert_int_eq(first_bad(shrunk, 0, 300000, 1), -1);
+	cgc_get_stats(&st);
+	ck_assert_uint_eq(inuse_before - st.large_inuse, (1u << 20) - cgc_usable_size(shrunk));
+	span_t *tail = spanmap_lookup((uintptr_t)shrunk + cgc_usable_size(shrunk));
+	ck_assert(tail == NULL || tail->kind == SPAN_FREE || tail->base == (uintptr_t)shrunk + cgc_usable_size(shrunk));
+	ck_assert_ptr_null(cgc_base(shrunk + cgc_usable_size(shrunk)));
+	mheap_validate();
+	cgc_free(shrunk);
+	mheap_validate();
+
 	/* realloc(p, 0) frees p and returns a unique minimal object. */
 	void *z = cgc_realloc(p, 0);
 	ck_assert_ptr_nonnull(z);
