@@ -180,22 +180,27 @@ void mcache_remote_free(span_t *s, void *p, size_t idx, const char *fn)
 	vg_freelike(p);
 	slot_fill_freed(s, p);
 	unsigned spc = s->spc;
-	uintptr_t old = load_relaxed(&s->thread_free);
+	/* Counted before the push: once pushed, the owner may collect (and count down) at once. */
+	fetch_add_relaxed(&mheap.remote_uncollected[spc], 1);
+	uintptr_t old = load_acquire(&s->thread_free);
 	for (;;) {
 		if (old & TF_UNOWNED) {
-			if (mcentral_free(s, p))
+			if (mcentral_free(s, p)) {
+				fetch_sub_relaxed(&mheap.remote_uncollected[spc], 1);
 				break;
-			old = load_relaxed(&s->thread_free);
+			}
+			old = load_acquire(&s->thread_free);
 			continue;
 		}
+		/* Everything needed from the span is read before the push: after it, the owner may
+		 * collect this object, find the span empty and give it back to the page heap. Until
+		 * then the object counts in nalloc, which keeps the span alive. mcaches are never freed,
+		 * so bumping one that has since given the span up costs it one extra look. */
+		mcache_t *o = owner_untag(load_relaxed(&s->owner));
 		obj_set_next(p, (void *)old);
 		if (cas_weak_release(&s->thread_free, &old, (uintptr_t)p)) {
-			fetch_add_relaxed(&mheap.remote_uncollected[spc], 1);
-			if (old == 0) {
-				mcache_t *o = owner_untag(load_relaxed(&s->owner));
-				if (o)
-					fetch_add_relaxed(&o->remote_pending[spc], 1);
-			}
+			if (old == 0 && o)
+				fetch_add_relaxed(&o->remote_pending[spc], 1);
 			break;
 		}
 	}
