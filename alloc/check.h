@@ -22,7 +22,7 @@ void cgc_report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cgc_vreport(const char *fmt, va_list ap);
 /* Reports, then aborts: the outcome of a bad free and of a failed check. */
 _Noreturn void cgc_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Test hook: formats into buf instead of writing (tests of the formatter). */
+/* Formats into buf (at most cap bytes, always terminated); returns the untruncated length. */
 size_t cgc_format(char *buf, size_t cap, const char *fmt, va_list ap);
 
 #define CHECK_FAIL(cond) cgc_fatal("cgc: internal check failed: %s (%s:%d)", #cond, __FILE__, __LINE__)

@@ -2,6 +2,7 @@
  * tiny blocks, threads, realloc. doc/design/allocator.md describes what is tested here. */
 #include <check.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -497,6 +498,32 @@ START_TEST(test_fork_with_threads)
 }
 END_TEST
 
+/* The allocation-free formatter every cgc: report goes through: conversions and truncation. */
+static size_t fmt(char *buf, size_t cap, const char *f, ...)
+{
+	va_list ap;
+	va_start(ap, f);
+	size_t n = cgc_format(buf, cap, f, ap);
+	va_end(ap);
+	return n;
+}
+
+START_TEST(test_report_format)
+{
+	char buf[128];
+	fmt(buf, sizeof buf, "cgc: %s(): %p at %zu, %d %u %x %lu %llu %% %q", "free", (void *)0xc000012340,
+	    (size_t)64, -42, 7u, 255u, 123456789ul, 18446744073709551615ull);
+	ck_assert_str_eq(buf, "cgc: free(): 0xc000012340 at 64, -42 7 ff 123456789 18446744073709551615 % %q");
+	/* Truncated to the buffer, always terminated; the return value is the full length. */
+	char small[8];
+	size_t n = fmt(small, sizeof small, "%s", "abcdefghij");
+	ck_assert_uint_eq(n, 10);
+	ck_assert_str_eq(small, "abcdefg");
+	fmt(buf, sizeof buf, "%s", (char *)NULL);
+	ck_assert_str_eq(buf, "(null)");
+}
+END_TEST
+
 static Suite *alloc_suite(void)
 {
 	Suite *s = suite_create("alloc");
@@ -514,6 +541,7 @@ static Suite *alloc_suite(void)
 	tcase_add_test(tc, test_thread_exit_and_remote_free);
 	tcase_add_test(tc, test_remote_free_reuse);
 	tcase_add_test(tc, test_meta_alloc);
+	tcase_add_test(tc, test_report_format);
 	suite_add_tcase(s, tc);
 	TCase *tf = tcase_create("fork");
 	tcase_set_timeout(tf, 120);
