@@ -48,6 +48,15 @@ struct cgc_stats {
 	uint64_t large_nfree;   /* large objects ever freed */
 	size_t large_inuse;     /* bytes in live large objects */
 	uint64_t tiny_allocs;   /* requests served by the tiny allocator */
+	/* The collector (see man 7 cgc). */
+	uint64_t collections;   /* cycles completed */
+	uint64_t pause_total_ns; /* time the world was stopped, summed over every cycle */
+	uint64_t pause_max_ns;  /* longest single stop */
+	uint64_t pause_last_ns; /* the last cycle's stop */
+	size_t goal;            /* heap size at which the next cycle starts, bytes */
+	size_t live_after_mark; /* bytes the last cycle found reachable (marked) */
+	uint64_t mark_cpu_ns;   /* CPU time spent marking, every worker, every cycle */
+	uint64_t swept_objects; /* objects the collector has reclaimed */
 	struct cgc_class_stats classes[CGC_NUM_CLASSES]; /* per small size class; [0] unused */
 };
 
@@ -63,6 +72,27 @@ CGC_API void cgc_free(void *p);
 CGC_API size_t cgc_usable_size(const void *p);
 CGC_API void *cgc_base(const void *p);
 CGC_API void cgc_get_stats(struct cgc_stats *s);
+
+/* The collector. cgc_collect runs a full collection and returns when it and its sweep are done.
+ * cgc_set_percent sets CGC_PERCENT (a negative value turns collection off) and cgc_set_memlimit
+ * CGC_MEMLIMIT (SIZE_MAX: no limit); each returns the previous value. */
+CGC_API void cgc_collect(void);
+CGC_API int cgc_set_percent(int percent);
+CGC_API size_t cgc_set_memlimit(size_t bytes);
+
+/* Roots beyond the ones cgc finds itself (data and bss of every loaded object, thread stacks,
+ * registers and thread-local storage): [addr, addr+len) is scanned for pointers until removed. */
+CGC_API void cgc_add_root(void *addr, size_t len);
+CGC_API void cgc_remove_root(void *addr);
+
+/* Threads. pthread_create registers threads by itself; these are for threads made otherwise.
+ * cgc_register_thread returns 0, or -1 when cgc could not (errno set). */
+CGC_API int cgc_register_thread(void);
+CGC_API void cgc_unregister_thread(void);
+/* Around a call that may block for long, with no heap pointer touched in between: the collector
+ * then scans the thread from where it stood and does not signal it. */
+CGC_API void cgc_enter_blocking(void);
+CGC_API void cgc_exit_blocking(void);
 
 #ifdef __cplusplus
 }
