@@ -66,7 +66,7 @@ static NOINLINE void wbuf_publish(gcwork_t *w)
 {
 	pthread_mutex_lock(&M.lock);
 	w->buf->next = M.full;
-	M.full = w->buf;
+	store_relaxed(&M.full, w->buf);
 	w->buf = wbuf_get_empty_locked();
 	if (M.nwaiting)
 		pthread_cond_signal(&M.cond);
@@ -196,7 +196,7 @@ static bool next_item(gcwork_t *w, item_t *it)
 				M.empty = w->buf;
 			}
 			w->buf = M.full;
-			M.full = w->buf->next;
+			store_relaxed(&M.full, w->buf->next);
 			w->buf->next = NULL;
 			pthread_mutex_unlock(&M.lock);
 			*it = w->buf->items[--w->buf->n];
@@ -206,7 +206,7 @@ static bool next_item(gcwork_t *w, item_t *it)
 			pthread_mutex_unlock(&M.lock);
 			return false;
 		}
-		M.nwaiting++;
+		store_relaxed(&M.nwaiting, M.nwaiting + 1);
 		if (M.nwaiting == M.nworkers) {
 			M.done = 1;
 			pthread_cond_broadcast(&M.cond);
@@ -214,8 +214,28 @@ static bool next_item(gcwork_t *w, item_t *it)
 			return false;
 		}
 		pthread_cond_wait(&M.cond, &M.lock);
-		M.nwaiting--;
+		store_relaxed(&M.nwaiting, M.nwaiting - 1);
 	}
+}
+
+/* Idle workers and nothing published: give them the older half of our buffer (nearer the roots,
+ * so bigger subgraphs). Without this a deep, narrow graph never fills a buffer and one worker
+ * marks it alone. */
+static NOINLINE void share(gcwork_t *w)
+{
+	pthread_mutex_lock(&M.lock);
+	if (M.nwaiting > 0 && M.full == NULL && w->buf->n >= 8) {
+		wbuf_t *b = wbuf_get_empty_locked();
+		size_t half = w->buf->n / 2;
+		memcpy(b->items, w->buf->items, half * sizeof(item_t));
+		memmove(w->buf->items, w->buf->items + half, (w->buf->n - half) * sizeof(item_t));
+		b->n = half;
+		w->buf->n -= half;
+		b->next = NULL;
+		store_relaxed(&M.full, b);
+		pthread_cond_signal(&M.cond);
+	}
+	pthread_mutex_unlock(&M.lock);
 }
 
 static void drain(gcwork_t *w)
@@ -223,8 +243,13 @@ static void drain(gcwork_t *w)
 	vg_disable_errors();
 	uint64_t t0 = os_thread_cputime();
 	item_t it;
-	while (next_item(w, &it))
+	unsigned k = 0;
+	while (next_item(w, &it)) {
 		scan_range(w, it.p, it.len);
+		if ((++k & 31) == 0 && load_relaxed(&M.nwaiting) > 0 && load_relaxed(&M.full) == NULL &&
+		    w->buf && w->buf->n >= 8)
+			share(w);
+	}
 	uint64_t cpu = os_thread_cputime() - t0;
 	vg_enable_errors();
 	pthread_mutex_lock(&M.lock);
@@ -277,11 +302,11 @@ size_t mark_drain_parallel(gcwork_t *w0, uint64_t *cpu_ns, int *workers)
 	/* Our buffer goes on the shared list so helpers can start at once. */
 	if (w0->buf && w0->buf->n) {
 		w0->buf->next = M.full;
-		M.full = w0->buf;
+		store_relaxed(&M.full, w0->buf);
 		w0->buf = NULL;
 	}
 	M.nworkers = M.started + 1;
-	M.nwaiting = 0;
+	store_relaxed(&M.nwaiting, 0);
 	M.done = 0;
 	M.finished = 0;
 	M.marked = 0;

@@ -349,14 +349,14 @@ int world_stop(void)
 void world_start(void)
 {
 	uint32_t e = load_relaxed(&stop_epoch);
-	store_release(&stopping, 0);
-	store_release(&resume_epoch, e);
-	os_futex_wake(&resume_epoch, 0x7fffffff);
 	for (gthread_t *t = threads; t; t = t->next) {
 		uint32_t st = THREAD_BLOCKING_HELD;
 		if (cas_strong_acq_rel(&t->state, &st, THREAD_BLOCKING))
 			os_futex_wake(&t->state, 1);
 	}
+	store_release(&stopping, 0);
+	store_release(&resume_epoch, e);
+	os_futex_wake(&resume_epoch, 0x7fffffff);
 }
 
 /* Each registered thread's stack range to scan (world stopped, threads_lock held). The caller's
