@@ -11,10 +11,10 @@
 #include "gc/gc.h"
 #include "include/cgc.h"
 
-gc_state_t gc;
+NONROOT gc_state_t gc;
 
 /* One cycle at a time. Taken first of all the collector's locks (doc/design/collector.md 3.4). */
-static pthread_mutex_t gc_lock = PTHREAD_MUTEX_INITIALIZER;
+NONROOT static pthread_mutex_t gc_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* What one cycle measured, for gctrace and the statistics. */
 typedef struct cycle {

@@ -38,7 +38,7 @@ static struct {
 	int finished;               /* helpers finished with the current drain */
 	size_t marked;              /* summed by workers */
 	uint64_t cpu_ns;
-} M = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
+} M NONROOT = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
        .start = PTHREAD_COND_INITIALIZER};
 
 /* ---- buffers ----------------------------------------------------------------------------- */
@@ -162,6 +162,17 @@ __attribute__((no_sanitize_address)) static void scan_range(gcwork_t *w, uintptr
 			mark_word(w, v, root);
 	}
 	w->scanned_bytes += len;
+}
+
+void mark_scan_now(gcwork_t *w, uintptr_t p, size_t len, bool root)
+{
+	uintptr_t end = (p + len) & ~(uintptr_t)7;
+	p = (p + 7) & ~(uintptr_t)7;
+	if (end > p) {
+		vg_disable_errors();
+		scan_range(w, p, (end - p) | (uintptr_t)root);
+		vg_enable_errors();
+	}
 }
 
 void mark_slot_black(uintptr_t a)

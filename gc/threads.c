@@ -15,16 +15,16 @@
 
 __thread gthread_t *tls_gthread __attribute__((tls_model("initial-exec")));
 
-static pthread_mutex_t threads_lock = PTHREAD_MUTEX_INITIALIZER;
-static gthread_t *threads;          /* every registered thread (threads_lock) */
-static gthread_t *thread_pool;      /* records of exited threads, for reuse */
+NONROOT static pthread_mutex_t threads_lock = PTHREAD_MUTEX_INITIALIZER;
+NONROOT static gthread_t *threads;          /* every registered thread (threads_lock) */
+NONROOT static gthread_t *thread_pool;      /* records of exited threads, for reuse */
 static pthread_key_t exit_key;
 
 /* The handshake (doc/design/collector.md 3.2). */
-static uint32_t stop_epoch;         /* atomic: bumped by each stop */
-static uint32_t resume_epoch;       /* atomic: == stop_epoch once the world may run again */
-static uint32_t stopping;           /* atomic: a stop is in progress (else deliveries are stray) */
-static uint32_t acks;               /* atomic: threads that acknowledged this stop */
+NONROOT static uint32_t stop_epoch;         /* atomic: bumped by each stop */
+NONROOT static uint32_t resume_epoch;       /* atomic: == stop_epoch once the world may run again */
+NONROOT static uint32_t stopping;           /* atomic: a stop is in progress (else deliveries are stray) */
+NONROOT static uint32_t acks;               /* atomic: threads that acknowledged this stop */
 
 typedef int (*pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 static pthread_create_fn real_pthread_create;
@@ -136,8 +136,8 @@ struct start {
 	void *arg;
 	struct start *next, *prev;
 };
-static struct start *starting;        /* records of threads not yet registered */
-static pthread_mutex_t starting_lock = PTHREAD_MUTEX_INITIALIZER;
+NONROOT static struct start *starting;        /* records of threads not yet registered */
+NONROOT static pthread_mutex_t starting_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void *thread_start(void *p)
 {
@@ -269,7 +269,7 @@ static void stop_handler(int sig, siginfo_t *si, void *uc)
 		}
 	}
 	store_release(&t->acked, e);
-	fetch_add_relaxed(&acks, 1);
+	__atomic_fetch_add(&acks, 1, __ATOMIC_RELEASE); /* publishes sp to the collector */
 	os_futex_wake(&acks, 1);
 	while (load_acquire(&resume_epoch) != e)
 		os_futex_wait(&resume_epoch, e - 1, 0);
