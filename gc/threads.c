@@ -261,7 +261,7 @@ static void stop_handler(int sig, siginfo_t *si, void *uc)
 	t->sp = (uintptr_t)&here;
 	t->altstack_lo = t->altstack_hi = 0;
 	if (t->sp < t->stack_lo || t->sp >= t->stack_hi) {
-		/* On a signal stack: scan it, and the whole thread stack (doc 3.3). */
+		/* On a signal stack: scan it, and the whole thread stack (doc/design/collector.md 3.3). */
 		stack_t ss;
 		if (sigaltstack(NULL, &ss) == 0 && (ss.ss_flags & SS_ONSTACK)) {
 			t->altstack_lo = t->sp;
