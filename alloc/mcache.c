@@ -87,8 +87,11 @@ void mcache_flush(mcache_t *c)
 
 static void make_current(mcache_t *c, unsigned spc, span_t *s)
 {
-	/* The pacer counts what a cache can hand out, when it takes it (gc/pacer.c). */
-	pacer_account((int64_t)(s->nelems - s->nalloc) * (int64_t)s->elemsize);
+	/* The pacer counts what a cache can hand out, when it takes it (gc/pacer.c), and the sweep
+	 * is paid for by the same bytes (gc/sweep.c, sweep_pay). */
+	size_t bytes = (size_t)(s->nelems - s->nalloc) * s->elemsize;
+	pacer_account((int64_t)bytes);
+	sweep_pay(bytes);
 	s->where = WHERE_MC_CUR;
 	c->cur[spc] = s;
 	/* Under valgrind the fast path must always miss (alloc/types.h, struct mcache). */

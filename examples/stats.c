@@ -21,7 +21,8 @@ static void *worker(void *arg)
 		n->next = list;
 		list = n;
 	}
-	/* Free every other node explicitly; the rest stay live until the process ends. */
+	/* Free every other node explicitly; the rest become garbage once main drops the list, and
+	 * the collector reclaims them. */
 	for (struct node *n = list; n && n->next; n = n->next) {
 		struct node *dead = n->next;
 		n->next = dead->next;

@@ -133,6 +133,7 @@ static void run_cycle(bool forced)
 		case GC_MARK_TERMINATION:
 			mark_termination();
 			pacer_cycle_done(cy.marked, cy.globals + cy.stacks);
+			sweep_cycle_start(cy.marked, load_relaxed(&gc.goal));
 			/* Locks first, then the world: threads woken first would take the CPU from us
 			 * while we still held locks they wait for (measured: milliseconds on 2 cores). */
 			alloc_locks_release();

@@ -164,6 +164,8 @@ bool sweep_span(span_t *s, enum sweep_mode mode);
 /* Returns once s is swept: sweeps it (mode) or waits for whoever is. */
 void sweep_ensure(span_t *s, enum sweep_mode mode);
 void sweep_finish(void);               /* sweeps every unswept span, waits for every sweeper */
+void sweep_cycle_start(size_t live, size_t goal); /* termination: a new walk, and its pacing */
+void sweep_pay(size_t bytes);          /* an allocating thread's share of the sweep */
 void sweep_start_background(void);     /* after mark termination: wake the background sweeper */
 void sweep_fork_prepare(void);
 void sweep_fork_parent(void);

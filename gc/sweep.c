@@ -154,43 +154,82 @@ static void sweep_found(span_t *s)
 	mcentral_sweep(s);
 }
 
-/* Walks every in-use span, sweeping the unswept ones; returns how many it swept. Spans are found
- * at their first page in the span map; the walk reads it without locks, which is safe because
+/* The sweep walks the heap's address range once per cycle, in chunks that threads claim with one
+ * atomic add: the background sweeper, allocating threads paying their sweep debt (below) and the
+ * next cycle's finish all share one cursor, so no span is visited twice. A span belongs to the
+ * chunk holding its first page. The walk reads the span map without locks, which is safe because
  * span structs are type-stable (alloc/mheap.c) and a claim succeeds only on an in-use, unswept
- * span. stop() lets the background sweeper give way to a starting cycle. */
-static size_t sweep_walk(bool (*stop)(void))
+ * span. doc/design/collector.md 6.5. */
+#define SWEEP_CHUNK ((uintptr_t)16 << PAGE_SHIFT)
+
+NONROOT static struct {
+	uintptr_t cursor;       /* atomic: start of the next unclaimed chunk */
+	uintptr_t end;          /* atomic: heap_hi when the cycle ended */
+	double pages_per_byte;  /* sweep pacing: pages to sweep per byte handed out */
+} W;
+
+static void sweep_chunk_at(uintptr_t a, uintptr_t end)
 {
-	size_t swept = 0;
-	uintptr_t lo = load_relaxed(&heap_lo), hi = load_relaxed(&heap_hi);
 	uint32_t sg = load_acquire(&mheap.sweepgen);
-	for (uintptr_t a = lo & ~(ARENA_SIZE - 1); a < hi; a += ARENA_SIZE) {
+	for (; a < end; a += PAGE_SIZE) {
 		heap_arena_t *ha = load_acquire(&arena_index[a >> ARENA_SHIFT]);
-		if (ha == NULL)
+		if (ha == NULL) {
+			a = (a | (ARENA_SIZE - 1)) + 1 - PAGE_SIZE;
 			continue;
-		for (size_t i = 0; i < PAGES_PER_ARENA;) {
-			span_t *s = load_relaxed(&ha->spans[i]);
-			if (s == NULL) {
-				i++;
-				continue;
-			}
-			uintptr_t page = a + (i << PAGE_SHIFT);
-			size_t np = load_relaxed(&s->npages);
-			bool first = load_relaxed(&s->base) == page;
-			i += (first && np > 0 && np <= PAGES_PER_ARENA - i) ? np : 1;
-			if (!first || load_relaxed(&s->sweepgen) != sg - 2)
-				continue;
-			sweep_found(s);
-			swept++;
-			if (stop && (swept & 63) == 0 && stop())
-				return swept;
 		}
+		span_t *s = load_relaxed(&ha->spans[(a >> PAGE_SHIFT) & (PAGES_PER_ARENA - 1)]);
+		if (s == NULL || load_relaxed(&s->base) != a)
+			continue;
+		size_t np = load_relaxed(&s->npages);
+		if (load_relaxed(&s->sweepgen) == sg - 2)
+			sweep_found(s);
+		if (np > 1 && np < PAGES_PER_ARENA)
+			a += (np - 1) << PAGE_SHIFT;
 	}
-	return swept;
+}
+
+/* Claims and sweeps the next chunk; false when the walk is over. */
+static bool sweep_one_chunk(void)
+{
+	uintptr_t end = load_relaxed(&W.end);
+	if (load_relaxed(&W.cursor) >= end)
+		return false;
+	uintptr_t a = __atomic_fetch_add(&W.cursor, SWEEP_CHUNK, __ATOMIC_RELAXED);
+	if (a >= end)
+		return false;
+	sweep_chunk_at(a, a + SWEEP_CHUNK < end ? a + SWEEP_CHUNK : end);
+	return true;
+}
+
+/* Mark termination, world stopped: a new walk over everything in use now. Sweep pacing (Go's
+ * proportional sweep): every page must be swept before the heap reaches the next goal, so each
+ * byte handed out meanwhile owes pages / (goal - live) pages of sweeping. */
+void sweep_cycle_start(size_t live, size_t goal)
+{
+	uintptr_t lo = load_relaxed(&heap_lo) & ~(ARENA_SIZE - 1), hi = load_relaxed(&heap_hi);
+	size_t room = goal > live ? goal - live : 0;
+	if (room < ((size_t)1 << 20))
+		room = (size_t)1 << 20;
+	W.pages_per_byte = (double)((hi - lo) >> PAGE_SHIFT) / (double)room;
+	store_relaxed(&W.cursor, lo);
+	store_release(&W.end, hi);
+}
+
+/* An allocating thread took bytes of span memory: it sweeps its share first. */
+void sweep_pay(size_t bytes)
+{
+	if (load_relaxed(&W.cursor) >= load_relaxed(&W.end))
+		return;
+	double pages = (double)bytes * W.pages_per_byte;
+	size_t chunks = (size_t)(pages / (double)(SWEEP_CHUNK >> PAGE_SHIFT)) + 1;
+	while (chunks-- && sweep_one_chunk())
+		;
 }
 
 void sweep_finish(void)
 {
-	sweep_walk(NULL);
+	while (sweep_one_chunk())
+		;
 	/* Sweeps other threads started before the walk reached their span. */
 	while (load_acquire(&gc.sweep_active) != 0)
 		sched_yield();
@@ -221,7 +260,8 @@ static void *bg_sweeper(void *arg)
 			pthread_cond_wait(&bg_cond, &bg_lock);
 		done = bg_wanted;
 		pthread_mutex_unlock(&bg_lock);
-		sweep_walk(bg_should_stop);
+		while (!bg_should_stop() && sweep_one_chunk())
+			;
 	}
 	return arg;
 }
