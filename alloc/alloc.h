@@ -79,6 +79,13 @@ static inline size_t span_state_bytes(const span_t *s)
 	return (s->npages << PAGE_SHIFT) / s->elemsize; /* the last byte's index is below this */
 }
 
+/* Bytes of the metadata allocation behind s->state: the state bytes, then the mark bits. */
+static inline size_t span_meta_bytes(const span_t *s)
+{
+	size_t n = span_state_bytes(s);
+	return ((n + 7) & ~(size_t)7) + ((n + 63) / 64) * 8;
+}
+
 /* A tiny block's state bits for an object at granule g of ng granules: its start bit (low
  * nibble) and its in-use bits (high nibble). doc/design/allocator.md, 7. */
 static inline uint8_t tiny_mask(unsigned g, unsigned ng)
@@ -108,7 +115,8 @@ void spanmap_set_page(uintptr_t page, span_t *s);
 void mheap_init(void);
 span_t *mheap_alloc_small(unsigned spc);                 /* a new span of class spc */
 span_t *mheap_alloc_large(size_t npages, unsigned spc);  /* a span for one large object */
-void mheap_free_span(span_t *s);                          /* takes the mheap lock */
+void mheap_free_span(span_t *s);                          /* takes the mheap lock; the span
+                                                             must be swept (sweep_ensure) */
 bool mheap_shrink_large(span_t *s, size_t npages);        /* takes the mheap lock */
 void mheap_free_span_locked(span_t *s);
 void mheap_scavenge(uint64_t now, uint64_t min_idle_ns);  /* mheap lock held */
@@ -139,6 +147,8 @@ span_t *mcentral_take(unsigned spc, mcache_t *c);  /* an unowned span with free 
 void mcentral_adopt(span_t *s);                     /* an owner gives a span up (thread exit) */
 bool mcentral_free(span_t *s, void *p);             /* free into an unowned span; false if it
                                                        got an owner meanwhile (retry remotely) */
+bool mcentral_free_chain(span_t *s, void *head, void *tail, size_t n);
+void mcentral_sweep(span_t *s);                     /* sweep an unowned span under its lock */
 
 /* ---- alloc/mcache.c: per-thread caches ----------------------------------------------------- */
 
@@ -147,6 +157,8 @@ mcache_t *mcache_create(void);
 void *mcache_refill(mcache_t *c, unsigned spc);    /* next object of class spc; NULL: no memory */
 void mcache_after_local_free(mcache_t *c, span_t *s);
 void mcache_remote_free(span_t *s, void *p, size_t idx, const char *fn);
+void mcache_free_chain_remote(span_t *s, void *head, void *tail, size_t n);
+void mcache_flush(mcache_t *c);                    /* owner: drop current spans (new cycle) */
 void mcache_destroy(mcache_t *c);
 void *mcache_tiny_alloc_slow(mcache_t *c, size_t size);
 

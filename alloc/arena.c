@@ -9,7 +9,8 @@ heap_arena_t **arena_index;
 /* The range only grows, from an empty one at the first hint: lo falls and hi rises, so whatever
  * pair of values a racing lookup reads, the range stays inside the user address space and every
  * index it can compute is inside arena_index. */
-uintptr_t heap_lo = HEAP_HINT_BASE, heap_hi = HEAP_HINT_BASE;
+NONROOT uintptr_t heap_lo = HEAP_HINT_BASE;
+NONROOT uintptr_t heap_hi = HEAP_HINT_BASE;
 
 int arena_init(void)
 {

@@ -8,6 +8,7 @@
 #include "alloc/alloc.h"
 #include "alloc/os.h"
 #include "alloc/vg.h"
+#include "gc/gc.h"
 #include "include/cgc.h"
 
 _Static_assert(NUM_SIZE_CLASSES == CGC_NUM_CLASSES, "cgc.h's CGC_NUM_CLASSES must match the table");
@@ -48,6 +49,7 @@ static void do_init(void)
 	mcache_init_key();
 	if (pthread_atfork(fork_prepare, fork_parent_or_child, fork_parent_or_child) != 0)
 		cgc_fatal("cgc: cannot register the fork handlers");
+	gc_init();
 }
 
 void alloc_init(void)
@@ -144,6 +146,7 @@ static NOINLINE void *tiny_alloc_slow(mcache_t *c, size_t size)
 	p = mcache_tiny_alloc_slow(c, size);
 	if (p == NULL)
 		errno = ENOMEM;
+	gc_maybe_trigger();
 	return p;
 }
 
@@ -163,10 +166,15 @@ static NOINLINE void *large_alloc(size_t n, int noscan)
 		return NULL;
 	}
 	void *p = (void *)s->base;
+	/* A cycle ended since the span was made: allocate black (doc/design/collector.md 5.3). */
+	if (unlikely(span_unswept(s)))
+		span_set_mark(s, 0);
 	vg_malloclike(p, s->elemsize, !noscan);
 	/* Fresh and released pages are already zero: no need to touch them. */
 	if (!noscan && s->needzero)
 		memset(p, 0, s->elemsize);
+	pacer_account((int64_t)s->elemsize);
+	gc_maybe_trigger();
 	return p;
 }
 
@@ -178,6 +186,7 @@ static void large_free(span_t *s, void *p, const char *fn)
 					 __ATOMIC_RELAXED))
 		report_bad_pointer(fn, p);
 	vg_freelike(p);
+	pacer_account(-(int64_t)s->elemsize);
 	mheap_free_span(s);
 }
 
@@ -202,6 +211,7 @@ static NOINLINE void *small_alloc_slow(size_t n, int noscan)
 	vg_malloclike(p, size, !noscan);
 	if (!noscan)
 		memset(p, 0, size);
+	gc_maybe_trigger();
 	return p;
 }
 

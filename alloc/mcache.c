@@ -4,6 +4,7 @@
 
 #include "alloc/alloc.h"
 #include "alloc/vg.h"
+#include "gc/gc.h"
 
 span_t empty_span = {.kind = SPAN_FREE};
 mcache_t empty_mcache = {
@@ -51,6 +52,7 @@ mcache_t *mcache_create(void)
 		c->tiny = 0;
 		c->tiny_off = 0;
 		c->tiny_state = NULL;
+		c->sweepgen = load_relaxed(&mheap.sweepgen);
 		c->live = 1;
 		c->magic = MCACHE_MAGIC;
 	}
@@ -58,12 +60,35 @@ mcache_t *mcache_create(void)
 	if (c) {
 		tls_mcache = c;
 		pthread_setspecific(mcache_key, c);
+		/* A thread that allocates has cgc pointers on its stack: it must be scanned. */
+		threads_register_self();
 	}
 	return c;
 }
 
+/* After a cycle's mark termination the current spans are unswept: the owner drops them onto its
+ * partial lists, where the next refill sweeps them (doc/design/collector.md 5.2). The collector
+ * already pointed alloc[] at the empty span and dropped the tiny block. */
+void mcache_flush(mcache_t *c)
+{
+	for (unsigned spc = 0; spc < NUM_SPAN_CLASSES; spc++) {
+		span_t *s = c->cur[spc];
+		c->cur[spc] = c->alloc[spc] = &empty_span;
+		if (s != &empty_span) {
+			s->where = WHERE_MC_PARTIAL;
+			span_list_push(&c->partial[spc], s);
+		}
+	}
+	c->tiny = 0;
+	c->tiny_off = 0;
+	c->tiny_state = NULL;
+	c->sweepgen = load_acquire(&mheap.sweepgen);
+}
+
 static void make_current(mcache_t *c, unsigned spc, span_t *s)
 {
+	/* The pacer counts what a cache can hand out, when it takes it (gc/pacer.c). */
+	pacer_account((int64_t)(s->nelems - s->nalloc) * (int64_t)s->elemsize);
 	s->where = WHERE_MC_CUR;
 	c->cur[spc] = s;
 	/* Under valgrind the fast path must always miss (alloc/types.h, struct mcache). */
@@ -96,6 +121,7 @@ static span_t *next_span(mcache_t *c, unsigned spc)
 	span_t *s;
 	for (int pass = 0; pass < 2; pass++) {
 		while ((s = span_list_pop(&c->partial[spc])) != NULL) {
+			sweep_ensure(s, SWEEP_OWNER);
 			span_collect(s, 0);
 			if (s->freelist || span_extend_fresh(s))
 				return s;
@@ -104,6 +130,19 @@ static span_t *next_span(mcache_t *c, unsigned spc)
 		}
 		if (pass == 0)
 			rescue_remote(c, spc);
+	}
+	/* Our own full spans may hold garbage since the last cycle: sweep them before taking more
+	 * memory (lazy sweeping, doc/design/collector.md 6.2). */
+	span_t *next;
+	for (s = c->full[spc].head; s; s = next) {
+		next = s->next;
+		if (!span_unswept(s) || !sweep_span(s, SWEEP_OWNER))
+			continue;
+		span_collect(s, 0);
+		if (s->freelist || span_extend_fresh(s)) {
+			span_list_remove(&c->full[spc], s);
+			return s;
+		}
 	}
 	s = mcentral_take(spc, c);
 	if (s && (s->freelist || span_collect(s, 0) || span_extend_fresh(s)))
@@ -122,6 +161,8 @@ static span_t *next_span(mcache_t *c, unsigned spc)
 
 void *mcache_refill(mcache_t *c, unsigned spc)
 {
+	if (unlikely(c->sweepgen != load_acquire(&mheap.sweepgen)))
+		mcache_flush(c);
 	span_t *s = c->cur[spc];
 	if (s != &empty_span) {
 		if (VALIDATE)
@@ -146,8 +187,16 @@ void *mcache_refill(mcache_t *c, unsigned spc)
 	void *p = s->freelist;
 	s->freelist = obj_get_next(p);
 	counter_add_owner(&s->nalloc, 1);
-	store_relaxed(&s->state[span_objindex(s, (uintptr_t)p)], OBJ_ALLOC);
+	size_t idx = span_objindex(s, (uintptr_t)p);
+	store_relaxed(&s->state[idx], OBJ_ALLOC);
 	counter_add_owner(&c->nmalloc[spc], 1);
+	/* A cycle ended while this thread was stopped in here: the span is unswept now, so the
+	 * object is allocated black, and the current spans are dropped before the fast path can
+	 * use them (doc/design/collector.md 5.3). */
+	if (unlikely(span_unswept(s)))
+		span_set_mark(s, idx);
+	if (unlikely(c->sweepgen != load_acquire(&mheap.sweepgen)))
+		mcache_flush(c);
 	return p;
 }
 
@@ -179,14 +228,23 @@ void mcache_remote_free(span_t *s, void *p, size_t idx, const char *fn)
 		report_bad_pointer(fn, p);
 	vg_freelike(p);
 	slot_fill_freed(s, p);
+	obj_set_next(p, NULL);
+	mcache_free_chain_remote(s, p, p, 1);
+}
+
+/* Frees the chain head..tail (n slots, already FREE in the state array) into s from a thread that
+ * does not own it: a remote free, or a sweep of another thread's span. */
+void mcache_free_chain_remote(span_t *s, void *head, void *tail, size_t n)
+{
+	void *p = head;
 	unsigned spc = s->spc;
 	/* Counted before the push: once pushed, the owner may collect (and count down) at once. */
-	fetch_add_relaxed(&mheap.remote_uncollected[spc], 1);
+	fetch_add_relaxed(&mheap.remote_uncollected[spc], n);
 	uintptr_t old = load_acquire(&s->thread_free);
 	for (;;) {
 		if (old & TF_UNOWNED) {
-			if (mcentral_free(s, p)) {
-				fetch_sub_relaxed(&mheap.remote_uncollected[spc], 1);
+			if (mcentral_free_chain(s, head, tail, n)) {
+				fetch_sub_relaxed(&mheap.remote_uncollected[spc], n);
 				break;
 			}
 			old = load_acquire(&s->thread_free);
@@ -197,7 +255,7 @@ void mcache_remote_free(span_t *s, void *p, size_t idx, const char *fn)
 		 * then the object counts in nalloc, which keeps the span alive. mcaches are never freed,
 		 * so bumping one that has since given the span up costs it one extra look. */
 		mcache_t *o = owner_untag(load_relaxed(&s->owner));
-		obj_set_next(p, (void *)old);
+		obj_set_next(tail, (void *)old);
 		if (cas_weak_release(&s->thread_free, &old, (uintptr_t)p)) {
 			if (old == 0 && o)
 				fetch_add_relaxed(&o->remote_pending[spc], 1);

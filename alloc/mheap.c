@@ -5,8 +5,9 @@
 #include "alloc/alloc.h"
 #include "alloc/os.h"
 #include "alloc/vg.h"
+#include "gc/gc.h"
 
-mheap_t mheap;
+NONROOT mheap_t mheap;
 int rt_valgrind;
 
 void mheap_init(void)
@@ -19,18 +20,33 @@ void mheap_init(void)
 	mheap.last_scavenge = os_nanotime();
 }
 
+/* Span structs are type-stable: pooled, never returned to meta (mheap lock held). */
 static span_t *span_struct_new(void)
 {
-	span_t *s = meta_alloc(sizeof(span_t));
-	if (s)
+	span_t *s = mheap.span_pool;
+	if (s) {
+		/* Cleared around sweepgen, which stays DEAD throughout: a sweeper holding a stale
+		 * pointer to this struct must never see a value it could claim. */
+		mheap.span_pool = s->next;
+		memset(s, 0, offsetof(span_t, sweepgen));
+		memset(&s->magic, 0, sizeof *s - offsetof(span_t, magic));
+	} else {
+		s = meta_alloc(sizeof(span_t));
+	}
+	if (s) {
 		s->magic = SPAN_MAGIC;
+		s->sweepgen = SWEEPGEN_DEAD;
+	}
 	return s;
 }
 
 static void span_struct_free(span_t *s)
 {
 	s->magic = 0;
-	meta_free(s, sizeof(span_t));
+	store_relaxed(&s->kind, SPAN_FREE);
+	store_release(&s->sweepgen, SWEEPGEN_DEAD);
+	s->next = mheap.span_pool;
+	mheap.span_pool = s;
 }
 
 /* ---- free runs --------------------------------------------------------------------------- */
@@ -210,7 +226,7 @@ static span_t *heap_alloc_pages(size_t npages)
 	}
 	s->where = WHERE_NONE;
 	s->next = s->prev = NULL;
-	s->sweepgen = mheap.sweepgen;
+	store_release(&s->sweepgen, mheap.sweepgen); /* new spans are swept */
 	mheap.pages_inuse += npages;
 	/* To memcheck a new span is no-access until objects are handed out of it (MALLOCLIKE), so a
 	 * program that strays past its object into an unused slot is reported. */
@@ -225,7 +241,9 @@ span_t *mheap_alloc_small(unsigned spc)
 	span_t *s = heap_alloc_pages(sc_npages[cl]);
 	if (s) {
 		span_init_objects(s, spc);
-		s->state = meta_alloc(span_state_bytes(s));
+		s->state = meta_alloc(span_meta_bytes(s));
+		if (s->state != NULL)
+			s->marks = (uint64_t *)(s->state + ((span_state_bytes(s) + 7) & ~(size_t)7));
 		if (s->state == NULL) {
 			store_relaxed(&s->kind, SPAN_FREE);
 			mheap_free_span_locked(s);
@@ -256,6 +274,8 @@ span_t *mheap_alloc_large(size_t npages, unsigned spc)
 		s->local_free = NULL;
 		s->large_state = OBJ_ALLOC;
 		s->state = &s->large_state;
+		s->large_mark = 0;
+		s->marks = &s->large_mark;
 		store_relaxed(&s->owner, NULL);
 		store_relaxed(&s->thread_free, 0);
 		store_relaxed(&s->kind, SPAN_LARGE);
@@ -290,8 +310,10 @@ void mheap_free_span_locked(span_t *s)
 		store_release(&r->base, s->base);
 	}
 	if (s->state && s->state != &s->large_state)
-		meta_free(s->state, span_state_bytes(s));
+		meta_free(s->state, span_meta_bytes(s));
 	s->state = NULL;
+	s->marks = NULL;
+	store_release(&s->sweepgen, SWEEPGEN_DEAD);
 	mheap.pages_inuse -= s->npages;
 	store_relaxed(&s->kind, SPAN_FREE);
 	store_relaxed(&s->owner, NULL);
@@ -309,6 +331,8 @@ void mheap_free_span_locked(span_t *s)
 
 void mheap_free_span(span_t *s)
 {
+	/* A sweeper may be reading the span's slots: let it finish first (collector.md 6.4). */
+	sweep_ensure(s, SWEEP_LOCKED);
 	pthread_mutex_lock(&mheap.lock);
 	mheap_free_span_locked(s);
 	pthread_mutex_unlock(&mheap.lock);

@@ -18,4 +18,18 @@ int os_ncpu(void);
 /* Whether the process runs under valgrind (then cgc speaks memcheck client requests). */
 int os_running_on_valgrind(void);
 
+/* Futex wait (while *addr == val, at most timeout_ns; 0: no limit) and wake (n waiters). Both are
+ * plain system calls, so the stop signal's handler may use them. */
+void os_futex_wait(uint32_t *addr, uint32_t val, uint64_t timeout_ns);
+void os_futex_wake(uint32_t *addr, int n);
+/* The calling thread's thread pointer (its TLS anchor), and the dynamic thread vector of the
+ * thread whose thread pointer is tp: dtv[-1] holds its length, dtv[m] module m's block
+ * (doc/design/collector.md 4.3). */
+uintptr_t os_thread_pointer(void);
+void **os_thread_dtv(uintptr_t tp);
+/* The lowest address such that [lo, hi) is mapped, scanning down from hi a page at a time, not
+ * below floor. */
+uintptr_t os_mapped_down(uintptr_t hi, uintptr_t floor);
+/* CPU time of the calling thread, ns. */
+uint64_t os_thread_cputime(void);
 #endif

@@ -3,7 +3,9 @@
 #include "alloc/os.h"
 
 #include <errno.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <valgrind/valgrind.h>
@@ -73,4 +75,64 @@ int os_ncpu(void)
 int os_running_on_valgrind(void)
 {
 	return RUNNING_ON_VALGRIND ? 1 : 0;
+}
+
+void os_futex_wait(uint32_t *addr, uint32_t val, uint64_t timeout_ns)
+{
+	struct timespec ts = {(time_t)(timeout_ns / 1000000000u), (long)(timeout_ns % 1000000000u)};
+	syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, timeout_ns ? &ts : NULL, NULL, 0);
+}
+
+void os_futex_wake(uint32_t *addr, int n)
+{
+	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+/* glibc's thread control block: on x86-64 the thread pointer (%fs base) points at a tcbhead_t whose
+ * second word is the dtv; on aarch64 (TLS variant I) the tcbhead_t at the thread pointer starts
+ * with it. Entries are 16 bytes: {value, to_free}. */
+uintptr_t os_thread_pointer(void)
+{
+#if defined(__x86_64__)
+	uintptr_t tp;
+	__asm__("mov %%fs:0, %0" : "=r"(tp));
+	return tp;
+#elif defined(__aarch64__)
+	uintptr_t tp;
+	__asm__("mrs %0, tpidr_el0" : "=r"(tp));
+	return tp;
+#else
+	return 0;
+#endif
+}
+
+void **os_thread_dtv(uintptr_t tp)
+{
+	if (tp == 0)
+		return NULL;
+#if defined(__x86_64__)
+	return ((void ***)tp)[1];
+#elif defined(__aarch64__)
+	return ((void ***)tp)[0];
+#else
+	return NULL;
+#endif
+}
+
+uintptr_t os_mapped_down(uintptr_t hi, uintptr_t floor)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	uintptr_t a = hi & ~(uintptr_t)(pg - 1);
+	unsigned char v;
+	while (a - (uintptr_t)pg >= floor && a - (uintptr_t)pg < a &&
+	       mincore((void *)(a - (uintptr_t)pg), (size_t)pg, &v) == 0)
+		a -= (uintptr_t)pg;
+	return a;
+}
+
+uint64_t os_thread_cputime(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }

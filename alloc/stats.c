@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "alloc/alloc.h"
+#include "gc/gc.h"
 #include "include/cgc.h"
 
 void stats_fold_mcache(mcache_t *c)
@@ -85,4 +86,5 @@ CGC_API void cgc_get_stats(struct cgc_stats *st)
 	st->heap_mapped = mheap.arena_bytes;
 	pthread_mutex_unlock(&mheap.lock);
 	st->meta_mapped = meta_mapped_bytes();
+	gc_fill_stats(st);
 }

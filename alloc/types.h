@@ -26,6 +26,11 @@
 
 #include "alloc/sizeclasses.h"
 
+/* cgc's own globals that hold heap addresses which are not references (the page heap's released
+ * ring and bump pointer, the heap bounds) live in this section, which root scanning skips
+ * (doc/design/collector.md 4.1). */
+#define NONROOT __attribute__((section("cgc_nonroot")))
+
 /* ---- tuning constants ------------------------------------------------------------------- */
 
 #define ARENA_SHIFT 26                                   /* 64 MiB arenas, as Go on 64-bit Linux */
@@ -142,11 +147,20 @@ struct span {
 	span_t *next, *prev;
 	size_t npages;
 	uint64_t free_since;     /* ns timestamp at which the pages became free (scavenger) */
-	uint32_t sweepgen;       /* sweep generation (the collector's; see doc/design/allocator.md) */
+	uint32_t sweepgen;       /* atomic: sweep generation, mheap.sweepgen - 2 when unswept, - 1
+	                            while being swept; SWEEPGEN_DEAD for free spans
+	                            (doc/design/collector.md 6) */
 	uint32_t magic;          /* SPAN_MAGIC while the struct describes a span (debug validators) */
+	uint64_t *marks;         /* mark bits, one per slot (after state, same allocation); cleared
+	                            by the sweep */
+	uint64_t large_mark;     /* a large span's single mark bit (marks points here) */
+	uint8_t central_set;     /* which of mcentral's two sets the span is on */
 } __attribute__((aligned(64)));
 
 #define SPAN_MAGIC 0x5350414eu /* "SPAN" */
+/* sweepgen of a struct that describes no object span (free pages, or pooled): odd, so it never
+ * reads as unswept, which is always mheap.sweepgen - 2 and even. */
+#define SWEEPGEN_DEAD 1u
 
 /* Per 64 MiB arena: the span of every page. 64 KiB, allocated when the arena is mapped. */
 typedef struct heap_arena {
@@ -172,6 +186,9 @@ struct mcache {
 	uint64_t remote_pending[NUM_SPAN_CLASSES]; /* atomic: remote frees that found a span's
 	                                        thread_free empty; tells the owner to look at its full
 	                                        spans of that class */
+	uint32_t sweepgen;                   /* mheap.sweepgen when this cache last dropped its
+	                                        current spans: a stale value sends the slow path to
+	                                        mcache_flush (doc/design/collector.md 5) */
 	mcache_t *all_next;                  /* registry of every mcache (mheap lock) */
 	int live;                            /* held by a thread (else pooled for reuse) */
 	uint32_t magic;
@@ -209,6 +226,9 @@ typedef struct mheap {
 	uint64_t last_scavenge;              /* ns */
 	uint32_t sweepgen;                   /* the collector's cycle counter x2 (see mcentral_t) */
 	mcache_t *mcaches;                   /* registry of all mcaches, live and pooled */
+	span_t *span_pool;                   /* span structs not in use: never given back to meta,
+	                                        so a stale span pointer still points at a span
+	                                        struct (the sweeper's walk relies on it) */
 	uint64_t dead_nmalloc[NUM_SPAN_CLASSES]; /* stats folded in from exited threads */
 	uint64_t remote_uncollected[NUM_SPAN_CLASSES]; /* atomic: objects on some span's thread_free,
 	                                        freed but still counted in its nalloc */

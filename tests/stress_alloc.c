@@ -691,6 +691,9 @@ static Suite *stress_suite(void)
 
 int main(void)
 {
+	/* These tests exercise the allocator alone and keep objects where the collector does not
+	 * look (glibc-malloc'd tables): collection stays off. tests/check_gc.c tests the collector. */
+	cgc_set_percent(-1);
 	seed = test_seed("stress_alloc");
 	const char *e = getenv("STRESS_THREADS");
 	unsigned nthreads = e && atoi(e) > 0 ? (unsigned)atoi(e) : 4;

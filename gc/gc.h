@@ -1,0 +1,180 @@
+/* gc/gc.h - the collector's internal interface: its state, and cross-file prototypes grouped by
+ * the file that defines them. Read doc/design/collector.md first; it is this header in prose. */
+#ifndef CGC_GC_GC_H
+#define CGC_GC_GC_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "alloc/alloc.h"
+
+/* ---- tuning ------------------------------------------------------------------------------ */
+
+#define GC_MIN_HEAP ((size_t)4 << 20)     /* the goal never drops below this */
+#define GC_DEFAULT_PERCENT 100
+#define GC_MAX_PROCS 256
+#define WBUF_ITEMS 510                     /* grey items per work buffer (8 KiB buffers) */
+#define SCAN_CHUNK ((size_t)64 << 10)      /* large objects and roots are scanned in pieces */
+
+/* A marking worker's grey work (gc/mark.c). */
+typedef struct wbuf wbuf_t;
+typedef struct gcwork {
+	wbuf_t *buf;                  /* current buffer */
+	size_t marked_bytes;          /* bytes this worker marked */
+	size_t scanned_bytes;
+} gcwork_t;
+
+/* ---- the collector's state (gc/collector.c) ----------------------------------------------- */
+
+/* The phases, as one switch in collector.c reads them (doc/design/collector.md 2). */
+enum gc_phase { GC_OFF = 0, GC_MARK, GC_MARK_TERMINATION, GC_SWEEP };
+
+typedef struct gc_options {
+	int percent;                 /* CGC_PERCENT; < 0: off */
+	size_t memlimit;             /* CGC_MEMLIMIT, bytes; SIZE_MAX: none */
+	int procs;                   /* CGC_PROCS: mark workers, the collecting thread included */
+	int signo;                   /* CGC_SIGNAL */
+	char signame[16];            /* its name, for messages */
+	int gctrace;                 /* CGC_DEBUG=gctrace=1 */
+} gc_options_t;
+
+extern gc_options_t gc_opt;
+
+typedef struct gc_state {
+	int phase;                   /* atomic: enum gc_phase */
+	uint64_t cycle;              /* cycles completed */
+	uint64_t start_ns;           /* when cgc started (for gctrace's @T) */
+	/* Pacer (gc/pacer.c), bytes. heap_live = heap_marked + alloc_since. */
+	size_t heap_marked;          /* marked by the last cycle */
+	int64_t alloc_since;         /* atomic: handed to mcaches or as large objects since then */
+	size_t goal;                 /* atomic: heap_live at which the next cycle starts */
+	size_t root_bytes;           /* globals + stacks scanned by the last cycle */
+	/* Statistics for cgc_get_stats and gctrace. */
+	uint64_t pause_total_ns, pause_max_ns, pause_last_ns;
+	uint64_t mark_cpu_ns;        /* every worker, every cycle */
+	uint64_t gc_cpu_ns;          /* everything the collector spent, for gctrace's P% */
+	uint64_t swept_objects;      /* atomic */
+	uint64_t sweep_active;       /* atomic: threads holding a sweep claim right now */
+} gc_state_t;
+
+extern gc_state_t gc;
+
+/* ---- gc/options.c ------------------------------------------------------------------------- */
+
+void options_init(void);                    /* reads the environment once; warns on bad values */
+
+/* ---- gc/collector.c ----------------------------------------------------------------------- */
+
+void gc_init(void);
+void gc_collect_internal(bool forced);
+/* The allocator calls this after handing out span memory: starts a cycle when the heap reached
+ * its goal. No locks may be held. */
+void gc_maybe_trigger(void);
+struct cgc_stats;
+void gc_fill_stats(struct cgc_stats *st);   /* the collector's fields of cgc_get_stats */
+
+/* ---- gc/pacer.c --------------------------------------------------------------------------- */
+
+void pacer_account(int64_t bytes);          /* bytes handed out (negative: given back) */
+void pacer_cycle_done(size_t marked, size_t root_bytes);
+size_t pacer_goal(size_t marked, size_t root_bytes); /* pure: the goal for these inputs */
+
+static inline bool pacer_over_goal(void)
+{
+	int64_t since = load_relaxed(&gc.alloc_since);
+	return since > 0 && gc.heap_marked + (size_t)since >= load_relaxed(&gc.goal);
+}
+
+/* ---- gc/threads.c: the thread registry and stopping the world ------------------------------ */
+
+enum { THREAD_RUNNING = 0, THREAD_BLOCKING = 1, THREAD_BLOCKING_HELD = 2 };
+
+typedef struct gthread {
+	pthread_t pt;
+	uintptr_t stack_lo, stack_hi;  /* the thread's stack mapping, hi = its base */
+	uintptr_t tp;                  /* thread pointer: finds its TLS (gc/roots.c) */
+	uint32_t state;                /* atomic: THREAD_* */
+	uint32_t acked;                /* atomic: the stop epoch this thread last acknowledged */
+	uintptr_t sp;                  /* where it stood when stopped or when it began blocking */
+	uintptr_t altstack_lo, altstack_hi; /* its sigaltstack, if stopped while on it */
+	struct gthread *next;
+	void *regs;                    /* registers saved by cgc_enter_blocking (scanned) */
+	size_t regs_size;
+	int self_made;                 /* registered by cgc_register_thread */
+} gthread_t;
+
+extern __thread gthread_t *tls_gthread __attribute__((tls_model("initial-exec")));
+
+void threads_init(void);
+gthread_t *threads_register_self(void); /* idempotent; NULL on failure */
+void threads_unregister_self(void);
+void threads_lock_registry(void);
+void threads_unlock_registry(void);
+/* Stops every other registered thread (registry locked); returns how many were signalled. */
+int world_stop(void);
+void world_start(void);
+void threads_push_starting(gcwork_t *w);   /* arguments of threads not yet registered */
+int threads_create_internal(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
+/* Calls fn for every registered thread with the world stopped: lo/hi is what to scan of its
+ * stack, regs/regs_size any saved registers outside that range. */
+void threads_each(void (*fn)(gthread_t *t, uintptr_t lo, uintptr_t hi, void *arg), void *arg);
+void threads_fork_prepare(void);
+void threads_fork_parent(void);
+void threads_fork_child(void);
+
+/* ---- gc/roots.c --------------------------------------------------------------------------- */
+
+void roots_init(void);
+void roots_lock(void);                 /* held from the snapshot to the restart: no dlopen/close */
+void roots_unlock(void);
+void roots_snapshot(void);             /* reads the loaded objects' segments (world running) */
+/* Pushes every root as grey work (world stopped); the calling thread's stack is scanned from
+ * self_sp. Returns root bytes (globals and registered ranges; stacks and TLS). */
+void roots_push_all(gcwork_t *w, uintptr_t self_sp, size_t *globals, size_t *stacks);
+void roots_fork_prepare(void);
+void roots_fork_release(void);
+
+/* ---- gc/mark.c ---------------------------------------------------------------------------- */
+
+void mark_init(void);
+/* Queues [p, p+len) to be scanned; root ranges mark what their words hit even in free slots
+ * (doc/design/collector.md 5.3). */
+void mark_push_range(gcwork_t *w, uintptr_t p, size_t len, bool root);
+void mark_flush(gcwork_t *w);
+/* Marks the slot containing a, without scanning it (mcache free-list heads at termination). */
+void mark_slot_black(uintptr_t a);
+/* Drains the grey work with the configured workers (world stopped); returns marked bytes. */
+size_t mark_drain_parallel(gcwork_t *w0, uint64_t *cpu_ns, int *workers);
+void mark_fork_prepare(void);
+void mark_fork_parent(void);
+void mark_fork_child(void);
+
+/* ---- gc/sweep.c --------------------------------------------------------------------------- */
+
+void sweep_init(void);
+/* How the caller holds the span (doc/design/collector.md 6). */
+enum sweep_mode { SWEEP_OWNER, SWEEP_LOCKED, SWEEP_REMOTE };
+/* Sweeps s if it is unswept and nobody else is sweeping it; true if this call swept it. */
+bool sweep_span(span_t *s, enum sweep_mode mode);
+/* Returns once s is swept: sweeps it (mode) or waits for whoever is. */
+void sweep_ensure(span_t *s, enum sweep_mode mode);
+void sweep_finish(void);               /* sweeps every unswept span, waits for every sweeper */
+void sweep_start_background(void);     /* after mark termination: wake the background sweeper */
+void sweep_fork_prepare(void);
+void sweep_fork_parent(void);
+void sweep_fork_child(void);
+
+static inline bool span_unswept(const span_t *s)
+{
+	return load_acquire(&s->sweepgen) != load_relaxed(&mheap.sweepgen);
+}
+
+/* Sets the mark bit of slot idx of s: the slow paths allocate black from an unswept span. */
+static inline void span_set_mark(span_t *s, size_t idx)
+{
+	__atomic_fetch_or(&s->marks[idx >> 6], (uint64_t)1 << (idx & 63), __ATOMIC_RELAXED);
+}
+
+#endif /* CGC_GC_GC_H */

@@ -1,0 +1,324 @@
+/* gc/mark.c - conservative marking: every word that resolves to an allocated object marks it and,
+ * if it may hold pointers, queues it grey; grey work in buffers per worker plus a shared list,
+ * drained by CGC_PROCS workers in parallel. doc/design/collector.md 5. */
+#include <sched.h>
+#include <string.h>
+
+#include "alloc/alloc.h"
+#include "alloc/os.h"
+#include "alloc/vg.h"
+#include "gc/gc.h"
+
+/* A grey item: a range to scan; the low bit of len says it is a root range (collector.md 5.3). */
+typedef struct item {
+	uintptr_t p;
+	uintptr_t len;
+} item_t;
+
+struct wbuf {
+	wbuf_t *next;
+	size_t n;
+	item_t items[WBUF_ITEMS];
+};
+
+#define WBUF_CHUNK 64  /* buffers mapped at a time */
+
+/* Shared state of a drain, under lock. Full buffers wait on `full`; idle workers wait on cond. */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;        /* work arrived, or the drain is over */
+	pthread_cond_t start;       /* workers: a drain begins */
+	wbuf_t *full;               /* buffers with work for anyone */
+	wbuf_t *empty;              /* buffers to reuse */
+	int nworkers;               /* taking part in this drain */
+	int nwaiting;               /* of them, out of work */
+	int done;
+	uint64_t drain;             /* drains started (workers wait for the next) */
+	int started;                /* helper threads running */
+	int finished;               /* helpers finished with the current drain */
+	size_t marked;              /* summed by workers */
+	uint64_t cpu_ns;
+} M = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
+       .start = PTHREAD_COND_INITIALIZER};
+
+/* ---- buffers ----------------------------------------------------------------------------- */
+
+static wbuf_t *wbuf_get_empty_locked(void)
+{
+	if (M.empty == NULL) {
+		wbuf_t *chunk = os_map(NULL, WBUF_CHUNK * sizeof(wbuf_t));
+		if (chunk == NULL)
+			cgc_fatal("cgc: out of memory for the collector's mark buffers");
+		for (int i = 0; i < WBUF_CHUNK; i++) {
+			chunk[i].next = M.empty;
+			M.empty = &chunk[i];
+		}
+	}
+	wbuf_t *b = M.empty;
+	M.empty = b->next;
+	b->n = 0;
+	b->next = NULL;
+	return b;
+}
+
+/* The current buffer is full: publish it for other workers, continue in an empty one. */
+static NOINLINE void wbuf_publish(gcwork_t *w)
+{
+	pthread_mutex_lock(&M.lock);
+	w->buf->next = M.full;
+	M.full = w->buf;
+	w->buf = wbuf_get_empty_locked();
+	if (M.nwaiting)
+		pthread_cond_signal(&M.cond);
+	pthread_mutex_unlock(&M.lock);
+}
+
+static inline void push_item(gcwork_t *w, uintptr_t p, uintptr_t len)
+{
+	if (unlikely(w->buf == NULL)) {
+		pthread_mutex_lock(&M.lock);
+		w->buf = wbuf_get_empty_locked();
+		pthread_mutex_unlock(&M.lock);
+	}
+	if (unlikely(w->buf->n == WBUF_ITEMS))
+		wbuf_publish(w);
+	w->buf->items[w->buf->n++] = (item_t){p, len};
+}
+
+/* Big ranges go in pieces, so that other workers can take some (a 1 GiB array is not one item). */
+void mark_push_range(gcwork_t *w, uintptr_t p, size_t len, bool root)
+{
+	uintptr_t end = (p + len) & ~(uintptr_t)7;
+	p = (p + 7) & ~(uintptr_t)7;
+	while (p < end) {
+		size_t n = end - p > SCAN_CHUNK ? SCAN_CHUNK : end - p;
+		push_item(w, p, n | (uintptr_t)root);
+		p += n;
+	}
+}
+
+void mark_flush(gcwork_t *w)
+{
+	if (w->buf && w->buf->n)
+		wbuf_publish(w);
+}
+
+/* ---- marking one word -------------------------------------------------------------------- */
+
+/* v is a word inside [heap_lo, heap_hi). Marks the object it points into; queues it if it is new
+ * and may hold pointers. From a root range, a word into a free slot marks the slot too: it may be
+ * an allocation in flight (collector.md 5.3); the sweep ignores free slots, so it costs nothing. */
+static ALWAYS_INLINE void mark_word(gcwork_t *w, uintptr_t v, uintptr_t root)
+{
+	heap_arena_t *ha = load_relaxed(&arena_index[v >> ARENA_SHIFT]);
+	if (ha == NULL)
+		return;
+	span_t *s = load_relaxed(&ha->spans[(v >> PAGE_SHIFT) & (PAGES_PER_ARENA - 1)]);
+	if (s == NULL || s->kind == SPAN_FREE)
+		return;
+	size_t idx = span_objindex(s, v);
+	if (idx >= s->nelems)
+		return;
+	uint8_t st = load_relaxed(&s->state[idx]);
+	if (st == OBJ_FREE && !root)
+		return;
+	uint64_t bit = (uint64_t)1 << (idx & 63);
+	uint64_t *mw = &s->marks[idx >> 6];
+	if (load_relaxed(mw) & bit)
+		return;
+	if (__atomic_fetch_or(mw, bit, __ATOMIC_RELAXED) & bit)
+		return;
+	if (st == OBJ_FREE)
+		return;
+	w->marked_bytes += s->elemsize;
+	if (!SPC_NOSCAN(s->spc))
+		mark_push_range(w, s->base + idx * s->elemsize, s->elemsize, false);
+}
+
+/* Scans [p, p+len) word by word. Conservative scanning reads whatever is there: sanitizers must
+ * not instrument it (stack redzones, other threads' frames), and valgrind's error reporting is off
+ * while marking (collector.md 5.5). */
+__attribute__((no_sanitize_address)) static void scan_range(gcwork_t *w, uintptr_t p, uintptr_t len)
+{
+	uintptr_t root = len & 1;
+	len &= ~(uintptr_t)7;
+	uintptr_t lo = load_relaxed(&heap_lo), span = load_relaxed(&heap_hi) - lo;
+	const uintptr_t *q = (const uintptr_t *)p, *end = (const uintptr_t *)(p + len);
+	if (unlikely(rt_valgrind)) {
+		/* Memcheck would carry an undefined word's taint into the mark bits and the sweep:
+		 * each word is copied and the copy declared defined. */
+		for (; q < end; q++) {
+			volatile uintptr_t v = *q;
+			VALGRIND_MAKE_MEM_DEFINED(&v, sizeof v);
+			if (v - lo < span)
+				mark_word(w, v, root);
+		}
+		w->scanned_bytes += len;
+		return;
+	}
+	for (; q < end; q++) {
+		uintptr_t v = *(volatile const uintptr_t *)q;
+		if (v - lo < span)
+			mark_word(w, v, root);
+	}
+	w->scanned_bytes += len;
+}
+
+void mark_slot_black(uintptr_t a)
+{
+	gcwork_t w = {0};
+	if (a - load_relaxed(&heap_lo) < load_relaxed(&heap_hi) - load_relaxed(&heap_lo))
+		mark_word(&w, a, 1);
+	mark_flush(&w);
+	if (w.buf) {
+		pthread_mutex_lock(&M.lock);
+		w.buf->next = M.empty;
+		M.empty = w.buf;
+		pthread_mutex_unlock(&M.lock);
+	}
+}
+
+/* ---- draining ---------------------------------------------------------------------------- */
+
+/* The next item: from our buffer, else a published one; NULL when every worker is out of work
+ * and nothing is published (then the drain is over). */
+static bool next_item(gcwork_t *w, item_t *it)
+{
+	if (likely(w->buf && w->buf->n)) {
+		*it = w->buf->items[--w->buf->n];
+		return true;
+	}
+	pthread_mutex_lock(&M.lock);
+	for (;;) {
+		if (M.full) {
+			if (w->buf) {
+				w->buf->next = M.empty;
+				M.empty = w->buf;
+			}
+			w->buf = M.full;
+			M.full = w->buf->next;
+			w->buf->next = NULL;
+			pthread_mutex_unlock(&M.lock);
+			*it = w->buf->items[--w->buf->n];
+			return true;
+		}
+		if (M.done) {
+			pthread_mutex_unlock(&M.lock);
+			return false;
+		}
+		M.nwaiting++;
+		if (M.nwaiting == M.nworkers) {
+			M.done = 1;
+			pthread_cond_broadcast(&M.cond);
+			pthread_mutex_unlock(&M.lock);
+			return false;
+		}
+		pthread_cond_wait(&M.cond, &M.lock);
+		M.nwaiting--;
+	}
+}
+
+static void drain(gcwork_t *w)
+{
+	vg_disable_errors();
+	uint64_t t0 = os_thread_cputime();
+	item_t it;
+	while (next_item(w, &it))
+		scan_range(w, it.p, it.len);
+	uint64_t cpu = os_thread_cputime() - t0;
+	vg_enable_errors();
+	pthread_mutex_lock(&M.lock);
+	M.marked += w->marked_bytes;
+	M.cpu_ns += cpu;
+	if (w->buf) {
+		w->buf->next = M.empty;
+		M.empty = w->buf;
+		w->buf = NULL;
+	}
+	pthread_mutex_unlock(&M.lock);
+}
+
+/* Helper workers: cgc's own threads, never registered and never stopped; they sleep between
+ * drains. */
+static void *worker_main(void *arg)
+{
+	uint64_t seen = 0;
+	for (;;) {
+		pthread_mutex_lock(&M.lock);
+		while (M.drain == seen)
+			pthread_cond_wait(&M.start, &M.lock);
+		seen = M.drain;
+		pthread_mutex_unlock(&M.lock);
+		gcwork_t w = {0};
+		drain(&w);
+		pthread_mutex_lock(&M.lock);
+		M.finished++;
+		pthread_cond_broadcast(&M.cond);
+		pthread_mutex_unlock(&M.lock);
+	}
+	return arg;
+}
+
+size_t mark_drain_parallel(gcwork_t *w0, uint64_t *cpu_ns, int *workers)
+{
+	int want = gc_opt.procs;
+	pthread_mutex_lock(&M.lock);
+	while (M.started < want - 1) {
+		pthread_t t;
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		int r = threads_create_internal(&t, &attr, worker_main, NULL);
+		pthread_attr_destroy(&attr);
+		if (r != 0)
+			break; /* fewer workers; marking still completes */
+		M.started++;
+	}
+	/* Our buffer goes on the shared list so helpers can start at once. */
+	if (w0->buf && w0->buf->n) {
+		w0->buf->next = M.full;
+		M.full = w0->buf;
+		w0->buf = NULL;
+	}
+	M.nworkers = M.started + 1;
+	M.nwaiting = 0;
+	M.done = 0;
+	M.finished = 0;
+	M.marked = 0;
+	M.cpu_ns = 0;
+	M.drain++;
+	pthread_cond_broadcast(&M.start);
+	pthread_mutex_unlock(&M.lock);
+
+	drain(w0);
+
+	pthread_mutex_lock(&M.lock);
+	while (M.finished < M.started)
+		pthread_cond_wait(&M.cond, &M.lock);
+	size_t marked = M.marked + 0;
+	*cpu_ns = M.cpu_ns;
+	*workers = M.nworkers;
+	pthread_mutex_unlock(&M.lock);
+	return marked;
+}
+
+void mark_init(void)
+{
+}
+
+/* The helpers did not survive the fork; the lock was taken by the prepare handler. */
+void mark_fork_prepare(void)
+{
+	pthread_mutex_lock(&M.lock);
+}
+
+void mark_fork_parent(void)
+{
+	pthread_mutex_unlock(&M.lock);
+}
+
+void mark_fork_child(void)
+{
+	M.started = 0;
+	pthread_mutex_unlock(&M.lock);
+}

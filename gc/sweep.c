@@ -1,0 +1,266 @@
+/* gc/sweep.c - lazy sweeping: a span's unmarked objects go back to its free lists, claimed span by
+ * span through sweep generations, by its owner, by mcentral, or by the background sweeper.
+ * doc/design/collector.md 6. */
+#include <sched.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "alloc/alloc.h"
+#include "alloc/vg.h"
+#include "gc/gc.h"
+
+/* ---- claiming ---------------------------------------------------------------------------- */
+
+/* sg - 2 -> sg - 1: only one thread sweeps a span, and only in-use spans can be claimed, because
+ * only they ever hold sg - 2 (free and pooled structs hold SWEEPGEN_DEAD). */
+static bool claim(span_t *s, uint32_t sg)
+{
+	uint32_t want = sg - 2;
+	return load_relaxed(&s->sweepgen) == want && cas_strong_acq_rel(&s->sweepgen, &want, sg - 1);
+}
+
+/* ---- one span ---------------------------------------------------------------------------- */
+
+/* The dead objects of a claimed small or tiny span: state ALLOC, mark bit clear. Each one's state
+ * goes to FREE with a CAS, since a remote free of the same slot (a program bug: the object was
+ * unreachable) may race; the loser leaves it alone. The dead slots are chained through their
+ * first words. Mark bits are cleared for the next cycle. Returns the number of dead slots. */
+static size_t collect_dead(span_t *s, void **headp, void **tailp)
+{
+	size_t n = load_relaxed(&s->nfresh), ndead = 0;
+	uint64_t *marks = s->marks;
+	uint8_t *state = s->state;
+	void *head = NULL, *tail = NULL;
+	for (size_t w = 0; w * 64 < n; w++) {
+		uint64_t dead = ~load_relaxed(&marks[w]);
+		if (n - w * 64 < 64)
+			dead &= ((uint64_t)1 << (n - w * 64)) - 1;
+		while (dead) {
+			size_t i = w * 64 + (size_t)__builtin_ctzll(dead);
+			dead &= dead - 1;
+			uint8_t st = load_relaxed(&state[i]);
+			if (st == OBJ_FREE || !cas_strong_acq_rel(&state[i], &st, OBJ_FREE))
+				continue;
+			void *p = (void *)(s->base + i * s->elemsize);
+			if (s->kind == SPAN_TINY) {
+				/* Memcheck knows each tiny object as a block of its own. */
+				for (unsigned g = 0; g < TINY_SIZE / TINY_GRANULE; g++)
+					if ((st >> g) & 1)
+						vg_freelike((char *)p + g * TINY_GRANULE);
+			} else {
+				vg_freelike(p);
+				slot_fill_freed(s, p);
+			}
+			obj_set_next(p, NULL);
+			if (tail)
+				obj_set_next(tail, p);
+			else
+				head = p;
+			tail = p;
+			ndead++;
+		}
+	}
+	memset(marks, 0, ((span_state_bytes(s) + 63) / 64) * sizeof(uint64_t));
+	*headp = head;
+	*tailp = tail;
+	return ndead;
+}
+
+static void sweep_large(span_t *s, uint32_t sg)
+{
+	uint8_t st = OBJ_ALLOC;
+	bool dead = !(load_relaxed(&s->large_mark) & 1) && load_relaxed(&s->large_state) == OBJ_ALLOC &&
+		    cas_strong_acq_rel(&s->large_state, &st, OBJ_FREE);
+	store_relaxed(&s->large_mark, 0);
+	store_release(&s->sweepgen, sg);
+	if (dead) {
+		vg_freelike((void *)s->base);
+		pacer_account(-(int64_t)s->elemsize);
+		fetch_add_relaxed(&gc.swept_objects, 1);
+		mheap_free_span(s);
+	}
+}
+
+bool sweep_span(span_t *s, enum sweep_mode mode)
+{
+	uint32_t sg = load_acquire(&mheap.sweepgen);
+	/* Counted before the claim: sweep_finish waits for this to reach zero. */
+	fetch_add_relaxed(&gc.sweep_active, 1);
+	if (!claim(s, sg)) {
+		fetch_sub_relaxed(&gc.sweep_active, 1);
+		return false;
+	}
+	unsigned kind = load_relaxed(&s->kind);
+	if (kind == SPAN_LARGE) {
+		sweep_large(s, sg);
+	} else if (kind == SPAN_SMALL || kind == SPAN_TINY) {
+		void *head, *tail;
+		size_t n = collect_dead(s, &head, &tail);
+		/* Swept: the dead are FREE and the marks clear. Handing the slots over is a free like
+		 * any other; they count in nalloc until then, so nobody releases the span meanwhile. */
+		store_release(&s->sweepgen, sg);
+		if (n) {
+			fetch_add_relaxed(&gc.swept_objects, n);
+			switch (mode) {
+			case SWEEP_OWNER:
+				obj_set_next(tail, s->local_free);
+				s->local_free = head;
+				counter_add_owner(&s->nalloc, -(int)n);
+				break;
+			case SWEEP_LOCKED:
+				obj_set_next(tail, s->freelist);
+				s->freelist = head;
+				counter_add_owner(&s->nalloc, -(int)n);
+				break;
+			case SWEEP_REMOTE:
+				mcache_free_chain_remote(s, head, tail, n);
+				break;
+			}
+		}
+	} else {
+		CHECK(0); /* in-use spans only ever hold sg - 2 */
+		store_release(&s->sweepgen, sg);
+	}
+	fetch_sub_relaxed(&gc.sweep_active, 1);
+	return true;
+}
+
+void sweep_ensure(span_t *s, enum sweep_mode mode)
+{
+	while (span_unswept(s)) {
+		if (sweep_span(s, mode))
+			return;
+		sched_yield(); /* someone else is sweeping it: a few microseconds */
+	}
+}
+
+/* ---- every span -------------------------------------------------------------------------- */
+
+/* A span found by the walk, swept by whatever mode fits how it is held now. Unowned spans are
+ * swept under their mcentral lock, where they also move to the right list or go back to the heap. */
+static void sweep_found(span_t *s)
+{
+	unsigned kind = load_relaxed(&s->kind);
+	if (kind == SPAN_LARGE) {
+		sweep_span(s, SWEEP_REMOTE);
+		return;
+	}
+	if (!(load_acquire(&s->thread_free) & TF_UNOWNED)) {
+		sweep_span(s, SWEEP_REMOTE);
+		return;
+	}
+	mcentral_sweep(s);
+}
+
+/* Walks every in-use span, sweeping the unswept ones; returns how many it swept. Spans are found
+ * at their first page in the span map; the walk reads it without locks, which is safe because
+ * span structs are type-stable (alloc/mheap.c) and a claim succeeds only on an in-use, unswept
+ * span. stop() lets the background sweeper give way to a starting cycle. */
+static size_t sweep_walk(bool (*stop)(void))
+{
+	size_t swept = 0;
+	uintptr_t lo = load_relaxed(&heap_lo), hi = load_relaxed(&heap_hi);
+	uint32_t sg = load_acquire(&mheap.sweepgen);
+	for (uintptr_t a = lo & ~(ARENA_SIZE - 1); a < hi; a += ARENA_SIZE) {
+		heap_arena_t *ha = load_acquire(&arena_index[a >> ARENA_SHIFT]);
+		if (ha == NULL)
+			continue;
+		for (size_t i = 0; i < PAGES_PER_ARENA;) {
+			span_t *s = load_relaxed(&ha->spans[i]);
+			if (s == NULL) {
+				i++;
+				continue;
+			}
+			uintptr_t page = a + (i << PAGE_SHIFT);
+			size_t np = load_relaxed(&s->npages);
+			bool first = load_relaxed(&s->base) == page;
+			i += (first && np > 0 && np <= PAGES_PER_ARENA - i) ? np : 1;
+			if (!first || load_relaxed(&s->sweepgen) != sg - 2)
+				continue;
+			sweep_found(s);
+			swept++;
+			if (stop && (swept & 63) == 0 && stop())
+				return swept;
+		}
+	}
+	return swept;
+}
+
+void sweep_finish(void)
+{
+	sweep_walk(NULL);
+	/* Sweeps other threads started before the walk reached their span. */
+	while (load_acquire(&gc.sweep_active) != 0)
+		sched_yield();
+}
+
+/* ---- the background sweeper -------------------------------------------------------------- */
+
+static pthread_mutex_t bg_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t bg_cond = PTHREAD_COND_INITIALIZER;
+static uint32_t bg_wanted;   /* sweepgen the sweeper was last asked to finish (bg_lock) */
+static int bg_started;
+
+static bool bg_should_stop(void)
+{
+	/* A new cycle is waiting for the sweep: it finishes it itself, faster than we would. */
+	return load_relaxed(&gc.phase) != GC_OFF && load_relaxed(&gc.phase) != GC_SWEEP;
+}
+
+static void *bg_sweeper(void *arg)
+{
+	/* Lowest priority: sweeping runs on idle time, and allocating threads sweep what they
+	 * need themselves (doc/design/collector.md 6.5). */
+	setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+	uint32_t done = 0;
+	for (;;) {
+		pthread_mutex_lock(&bg_lock);
+		while (bg_wanted == done)
+			pthread_cond_wait(&bg_cond, &bg_lock);
+		done = bg_wanted;
+		pthread_mutex_unlock(&bg_lock);
+		sweep_walk(bg_should_stop);
+	}
+	return arg;
+}
+
+void sweep_start_background(void)
+{
+	pthread_mutex_lock(&bg_lock);
+	if (!bg_started) {
+		bg_started = 1;
+		pthread_t t;
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (threads_create_internal(&t, &attr, bg_sweeper, NULL) != 0)
+			bg_started = 0; /* allocating threads and the next cycle sweep instead */
+		pthread_attr_destroy(&attr);
+	}
+	bg_wanted = load_relaxed(&mheap.sweepgen);
+	pthread_cond_signal(&bg_cond);
+	pthread_mutex_unlock(&bg_lock);
+}
+
+void sweep_fork_prepare(void)
+{
+	pthread_mutex_lock(&bg_lock);
+}
+
+void sweep_fork_parent(void)
+{
+	pthread_mutex_unlock(&bg_lock);
+}
+
+void sweep_fork_child(void)
+{
+	/* The sweeper thread did not survive the fork; the next cycle starts another. */
+	bg_started = 0;
+	pthread_mutex_unlock(&bg_lock);
+}
+
+void sweep_init(void)
+{
+}
