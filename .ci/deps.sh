@@ -3,7 +3,7 @@
 # available). Sourced by examples/demo.sh and tests/run-all.sh; safe to run twice.
 set -e
 CGC_DEB_PACKAGES="build-essential autoconf automake libtool pkg-config check libunwind-dev valgrind \
-libgc-dev libmimalloc-dev libjemalloc-dev libtcmalloc-minimal4 binutils"
+libgc-dev libmimalloc-dev libjemalloc-dev libtcmalloc-minimal4 binutils libxml2-utils"
 cgc_missing=""
 for p in $CGC_DEB_PACKAGES; do
 	dpkg -s "$p" >/dev/null 2>&1 || cgc_missing="$cgc_missing $p"

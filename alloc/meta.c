@@ -48,7 +48,7 @@ void *meta_alloc(size_t size)
 			}
 			meta_bump = c;
 			meta_bump_end = c + META_CHUNK;
-			meta_mapped += META_CHUNK;
+			store_relaxed(&meta_mapped, meta_mapped + META_CHUNK);
 			a = (uintptr_t)c; /* chunks are page-aligned */
 		}
 		p = (void *)a;
@@ -81,8 +81,6 @@ void meta_fork_release(void)
 
 size_t meta_mapped_bytes(void)
 {
-	pthread_mutex_lock(&meta_lock);
-	size_t n = meta_mapped;
-	pthread_mutex_unlock(&meta_lock);
-	return n;
+	/* A relaxed read, no lock: the pacer asks with every allocator lock held. */
+	return load_relaxed(&meta_mapped);
 }

@@ -143,6 +143,9 @@ void mark_init(void);
  * (doc/design/collector.md 5.3). */
 void mark_push_range(gcwork_t *w, uintptr_t p, size_t len, bool root);
 void mark_flush(gcwork_t *w);
+/* Scans [p, p+len) at once, on this thread: for the collecting thread's own stack, which it keeps
+ * writing while helpers mark (a helper may not read it then). */
+void mark_scan_now(gcwork_t *w, uintptr_t p, size_t len, bool root);
 /* Marks the slot containing a, without scanning it (mcache free-list heads at termination). */
 void mark_slot_black(uintptr_t a);
 /* Drains the grey work with the configured workers (world stopped); returns marked bytes. */

@@ -38,7 +38,7 @@ static struct {
 	int finished;               /* helpers finished with the current drain */
 	size_t marked;              /* summed by workers */
 	uint64_t cpu_ns;
-} M = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
+} M NONROOT = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
        .start = PTHREAD_COND_INITIALIZER};
 
 /* ---- buffers ----------------------------------------------------------------------------- */
@@ -66,7 +66,7 @@ static NOINLINE void wbuf_publish(gcwork_t *w)
 {
 	pthread_mutex_lock(&M.lock);
 	w->buf->next = M.full;
-	M.full = w->buf;
+	store_relaxed(&M.full, w->buf);
 	w->buf = wbuf_get_empty_locked();
 	if (M.nwaiting)
 		pthread_cond_signal(&M.cond);
@@ -131,8 +131,9 @@ static ALWAYS_INLINE void mark_word(gcwork_t *w, uintptr_t v, uintptr_t root)
 	if (st == OBJ_FREE)
 		return;
 	w->marked_bytes += s->elemsize;
-	if (!SPC_NOSCAN(s->spc))
+	if (!SPC_NOSCAN(s->spc)) {
 		mark_push_range(w, s->base + idx * s->elemsize, s->elemsize, false);
+	}
 }
 
 /* Scans [p, p+len) word by word. Conservative scanning reads whatever is there: sanitizers must
@@ -162,6 +163,17 @@ __attribute__((no_sanitize_address)) static void scan_range(gcwork_t *w, uintptr
 			mark_word(w, v, root);
 	}
 	w->scanned_bytes += len;
+}
+
+void mark_scan_now(gcwork_t *w, uintptr_t p, size_t len, bool root)
+{
+	uintptr_t end = (p + len) & ~(uintptr_t)7;
+	p = (p + 7) & ~(uintptr_t)7;
+	if (end > p) {
+		vg_disable_errors();
+		scan_range(w, p, (end - p) | (uintptr_t)root);
+		vg_enable_errors();
+	}
 }
 
 void mark_slot_black(uintptr_t a)
@@ -196,7 +208,7 @@ static bool next_item(gcwork_t *w, item_t *it)
 				M.empty = w->buf;
 			}
 			w->buf = M.full;
-			M.full = w->buf->next;
+			store_relaxed(&M.full, w->buf->next);
 			w->buf->next = NULL;
 			pthread_mutex_unlock(&M.lock);
 			*it = w->buf->items[--w->buf->n];
@@ -206,7 +218,7 @@ static bool next_item(gcwork_t *w, item_t *it)
 			pthread_mutex_unlock(&M.lock);
 			return false;
 		}
-		M.nwaiting++;
+		store_relaxed(&M.nwaiting, M.nwaiting + 1);
 		if (M.nwaiting == M.nworkers) {
 			M.done = 1;
 			pthread_cond_broadcast(&M.cond);
@@ -214,17 +226,61 @@ static bool next_item(gcwork_t *w, item_t *it)
 			return false;
 		}
 		pthread_cond_wait(&M.cond, &M.lock);
-		M.nwaiting--;
+		store_relaxed(&M.nwaiting, M.nwaiting - 1);
 	}
 }
+
+/* Idle workers and nothing published: give them the older half of our buffer (nearer the roots,
+ * so bigger subgraphs). Without this a deep, narrow graph never fills a buffer and one worker
+ * marks it alone. */
+static NOINLINE void share(gcwork_t *w)
+{
+	pthread_mutex_lock(&M.lock);
+	if (M.nwaiting > 0 && M.full == NULL && w->buf->n >= 8) {
+		wbuf_t *b = wbuf_get_empty_locked();
+		size_t half = w->buf->n / 2;
+		memcpy(b->items, w->buf->items, half * sizeof(item_t));
+		memmove(w->buf->items, w->buf->items + half, (w->buf->n - half) * sizeof(item_t));
+		b->n = half;
+		w->buf->n -= half;
+		b->next = NULL;
+		store_relaxed(&M.full, b);
+		pthread_cond_signal(&M.cond);
+	}
+	pthread_mutex_unlock(&M.lock);
+}
+
+/* Items wait in a small FIFO after they are popped, their first line prefetched: scanning
+ * straight off the stack would wait on the miss of every object (most of marking's time,
+ * measured), while PREFETCH_RING items later the line has arrived. */
+#define PREFETCH_RING 8
 
 static void drain(gcwork_t *w)
 {
 	vg_disable_errors();
 	uint64_t t0 = os_thread_cputime();
-	item_t it;
-	while (next_item(w, &it))
+	item_t ring[PREFETCH_RING], it;
+	unsigned head = 0, count = 0, k = 0;
+	for (;;) {
+		while (count < PREFETCH_RING && w->buf && w->buf->n) {
+			it = w->buf->items[--w->buf->n];
+			__builtin_prefetch((const void *)it.p);
+			ring[(head + count++) % PREFETCH_RING] = it;
+		}
+		if (count == 0) {
+			if (!next_item(w, &it))
+				break;
+			ring[head] = it;
+			count = 1;
+		}
+		it = ring[head];
+		head = (head + 1) % PREFETCH_RING;
+		count--;
 		scan_range(w, it.p, it.len);
+		if ((++k & 31) == 0 && load_relaxed(&M.nwaiting) > 0 && load_relaxed(&M.full) == NULL &&
+		    w->buf && w->buf->n >= 8)
+			share(w);
+	}
 	uint64_t cpu = os_thread_cputime() - t0;
 	vg_enable_errors();
 	pthread_mutex_lock(&M.lock);
@@ -277,11 +333,11 @@ size_t mark_drain_parallel(gcwork_t *w0, uint64_t *cpu_ns, int *workers)
 	/* Our buffer goes on the shared list so helpers can start at once. */
 	if (w0->buf && w0->buf->n) {
 		w0->buf->next = M.full;
-		M.full = w0->buf;
+		store_relaxed(&M.full, w0->buf);
 		w0->buf = NULL;
 	}
 	M.nworkers = M.started + 1;
-	M.nwaiting = 0;
+	store_relaxed(&M.nwaiting, 0);
 	M.done = 0;
 	M.finished = 0;
 	M.marked = 0;

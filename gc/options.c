@@ -8,7 +8,7 @@
 #include "alloc/os.h"
 #include "gc/gc.h"
 
-gc_options_t gc_opt;
+NONROOT gc_options_t gc_opt;
 
 #define DEFAULT_SIGNAL_OFFSET 4 /* SIGRTMIN+4: see signal_parse */
 

@@ -52,16 +52,16 @@ static bool vec_push(vec_t *a, const void *x)
 	return true;
 }
 
-static vec_t segments = {.elem = sizeof(range_t)};       /* snapshot: writable data */
-static vec_t modules = {.elem = sizeof(tls_module_t)};   /* snapshot: TLS modules */
-static vec_t user_roots = {.elem = sizeof(range_t)};     /* cgc_add_root (roots_lock) */
-static pthread_mutex_t user_lock = PTHREAD_MUTEX_INITIALIZER;
+NONROOT static vec_t segments = {.elem = sizeof(range_t)};       /* snapshot: writable data */
+NONROOT static vec_t modules = {.elem = sizeof(tls_module_t)};   /* snapshot: TLS modules */
+NONROOT static vec_t user_roots = {.elem = sizeof(range_t)};     /* cgc_add_root (roots_lock) */
+NONROOT static pthread_mutex_t user_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* dlopen and dlclose wait while a collection runs, so no segment it snapshotted disappears under
  * its scan. Re-entrant for its holder: a library constructor run by dlopen may allocate and
  * collect. Not a PTHREAD_MUTEX_RECURSIVE: glibc refuses to unlock one of those in a fork child,
  * whose thread id differs from the parent's. */
-static pthread_mutex_t dl_lock = PTHREAD_MUTEX_INITIALIZER;
+NONROOT static pthread_mutex_t dl_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread unsigned dl_depth;  /* how many times this thread holds dl_lock */
 
 static void dl_lock_take(void)
@@ -176,8 +176,13 @@ static void push_tls(gcwork_t *w, uintptr_t tp, size_t *bytes)
 static void push_thread(gthread_t *t, uintptr_t lo, uintptr_t hi, void *arg)
 {
 	struct push_ctx *c = arg;
-	if (lo == 0)
+	if (lo == 0) {
 		lo = c->self_sp;
+		mark_scan_now(c->w, lo, hi - lo, true);
+		c->stacks += hi - lo;
+		push_tls(c->w, t->tp, &c->stacks);
+		return;
+	}
 	if (hi > lo) {
 		mark_push_range(c->w, lo, hi - lo, true);
 		c->stacks += hi - lo;

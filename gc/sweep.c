@@ -198,10 +198,10 @@ void sweep_finish(void)
 
 /* ---- the background sweeper -------------------------------------------------------------- */
 
-static pthread_mutex_t bg_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t bg_cond = PTHREAD_COND_INITIALIZER;
-static uint32_t bg_wanted;   /* sweepgen the sweeper was last asked to finish (bg_lock) */
-static int bg_started;
+NONROOT static pthread_mutex_t bg_lock = PTHREAD_MUTEX_INITIALIZER;
+NONROOT static pthread_cond_t bg_cond = PTHREAD_COND_INITIALIZER;
+NONROOT static uint32_t bg_wanted;   /* sweepgen the sweeper was last asked to finish (bg_lock) */
+NONROOT static int bg_started;
 
 static bool bg_should_stop(void)
 {

@@ -15,16 +15,16 @@
 
 __thread gthread_t *tls_gthread __attribute__((tls_model("initial-exec")));
 
-static pthread_mutex_t threads_lock = PTHREAD_MUTEX_INITIALIZER;
-static gthread_t *threads;          /* every registered thread (threads_lock) */
-static gthread_t *thread_pool;      /* records of exited threads, for reuse */
+NONROOT static pthread_mutex_t threads_lock = PTHREAD_MUTEX_INITIALIZER;
+NONROOT static gthread_t *threads;          /* every registered thread (threads_lock) */
+NONROOT static gthread_t *thread_pool;      /* records of exited threads, for reuse */
 static pthread_key_t exit_key;
 
 /* The handshake (doc/design/collector.md 3.2). */
-static uint32_t stop_epoch;         /* atomic: bumped by each stop */
-static uint32_t resume_epoch;       /* atomic: == stop_epoch once the world may run again */
-static uint32_t stopping;           /* atomic: a stop is in progress (else deliveries are stray) */
-static uint32_t acks;               /* atomic: threads that acknowledged this stop */
+NONROOT static uint32_t stop_epoch;         /* atomic: bumped by each stop */
+NONROOT static uint32_t resume_epoch;       /* atomic: == stop_epoch once the world may run again */
+NONROOT static uint32_t stopping;           /* atomic: a stop is in progress (else deliveries are stray) */
+NONROOT static uint32_t acks;               /* atomic: threads that acknowledged this stop */
 
 typedef int (*pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 static pthread_create_fn real_pthread_create;
@@ -136,8 +136,8 @@ struct start {
 	void *arg;
 	struct start *next, *prev;
 };
-static struct start *starting;        /* records of threads not yet registered */
-static pthread_mutex_t starting_lock = PTHREAD_MUTEX_INITIALIZER;
+NONROOT static struct start *starting;        /* records of threads not yet registered */
+NONROOT static pthread_mutex_t starting_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void *thread_start(void *p)
 {
@@ -261,7 +261,7 @@ static void stop_handler(int sig, siginfo_t *si, void *uc)
 	t->sp = (uintptr_t)&here;
 	t->altstack_lo = t->altstack_hi = 0;
 	if (t->sp < t->stack_lo || t->sp >= t->stack_hi) {
-		/* On a signal stack: scan it, and the whole thread stack (doc 3.3). */
+		/* On a signal stack: scan it, and the whole thread stack (doc/design/collector.md 3.3). */
 		stack_t ss;
 		if (sigaltstack(NULL, &ss) == 0 && (ss.ss_flags & SS_ONSTACK)) {
 			t->altstack_lo = t->sp;
@@ -269,7 +269,7 @@ static void stop_handler(int sig, siginfo_t *si, void *uc)
 		}
 	}
 	store_release(&t->acked, e);
-	fetch_add_relaxed(&acks, 1);
+	__atomic_fetch_add(&acks, 1, __ATOMIC_RELEASE); /* publishes sp to the collector */
 	os_futex_wake(&acks, 1);
 	while (load_acquire(&resume_epoch) != e)
 		os_futex_wait(&resume_epoch, e - 1, 0);
@@ -349,14 +349,14 @@ int world_stop(void)
 void world_start(void)
 {
 	uint32_t e = load_relaxed(&stop_epoch);
-	store_release(&stopping, 0);
-	store_release(&resume_epoch, e);
-	os_futex_wake(&resume_epoch, 0x7fffffff);
 	for (gthread_t *t = threads; t; t = t->next) {
 		uint32_t st = THREAD_BLOCKING_HELD;
 		if (cas_strong_acq_rel(&t->state, &st, THREAD_BLOCKING))
 			os_futex_wake(&t->state, 1);
 	}
+	store_release(&stopping, 0);
+	store_release(&resume_epoch, e);
+	os_futex_wake(&resume_epoch, 0x7fffffff);
 }
 
 /* Each registered thread's stack range to scan (world stopped, threads_lock held). The caller's
