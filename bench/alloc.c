@@ -1,5 +1,6 @@
 /* alloc.c - allocation throughput benchmark: cgc against malloc implementations and bdwgc.
- * One source, three builds (-DUSE_MALLOC, -DUSE_CGC, -DUSE_BDWGC); bench/README.md explains the workload. */
+ * One source, six builds (-DUSE_MALLOC, -DUSE_CALLOC, -DUSE_CGC, -DUSE_CGC_ATOMIC, -DUSE_CGC_GC,
+ * -DUSE_BDWGC); bench/README.md explains the workload. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
@@ -14,8 +15,8 @@
 #include "benchutil.h"
 
 #if defined(USE_MALLOC) + defined(USE_CALLOC) + defined(USE_CGC) + defined(USE_CGC_ATOMIC) + \
-	defined(USE_BDWGC) != 1
-#error "define exactly one of USE_MALLOC, USE_CALLOC, USE_CGC, USE_CGC_ATOMIC, USE_BDWGC"
+	defined(USE_CGC_GC) + defined(USE_BDWGC) != 1
+#error "define exactly one of USE_MALLOC, USE_CALLOC, USE_CGC, USE_CGC_ATOMIC, USE_CGC_GC, USE_BDWGC"
 #endif
 
 /* Two kinds of allocation are compared, each with its own kind: zeroed memory (calloc, cgc_malloc,
@@ -30,6 +31,11 @@
 #define bench_free(p) cgc_free(p)
 /* The ring holds pointers: it must come from scanned memory once the collector runs. */
 #define bench_alloc_ring(n) cgc_malloc(n)
+#elif defined(USE_CGC_GC)
+#include <cgc.h>
+#define bench_alloc(n) cgc_malloc(n)
+/* As bdwgc below: nothing is freed, the collector finds the overwritten slot's object dead. */
+#define bench_free(p) ((void)(p))
 #elif defined(USE_CALLOC)
 #define bench_alloc(n) calloc(1, n)
 #define bench_free(p) free(p)
