@@ -16,7 +16,7 @@ void mheap_init(void)
 	for (unsigned i = 0; i < NUM_SPAN_CLASSES; i++)
 		pthread_mutex_init(&mheap.central[i].lock, NULL);
 	mheap.next_hint = HEAP_HINT_BASE;
-	mheap.sweepgen = 2;
+	mheap.sweepgen = 4; /* so that sg - 1 and sg - 2 never equal SWEEPGEN_DEAD */
 	mheap.last_scavenge = os_nanotime();
 }
 

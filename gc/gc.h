@@ -171,9 +171,10 @@ void sweep_fork_prepare(void);
 void sweep_fork_parent(void);
 void sweep_fork_child(void);
 
+/* Unswept or being swept (sg - 2, sg - 1). Free and pooled structs (SWEEPGEN_DEAD) are not. */
 static inline bool span_unswept(const span_t *s)
 {
-	return load_acquire(&s->sweepgen) != load_relaxed(&mheap.sweepgen);
+	return load_relaxed(&mheap.sweepgen) - load_acquire(&s->sweepgen) - 1 < 2;
 }
 
 /* Sets the mark bit of slot idx of s: the slow paths allocate black from an unswept span. */

@@ -123,12 +123,14 @@ bool sweep_span(span_t *s, enum sweep_mode mode)
 		CHECK(0); /* in-use spans only ever hold sg - 2 */
 		store_release(&s->sweepgen, sg);
 	}
-	fetch_sub_relaxed(&gc.sweep_active, 1);
+	__atomic_fetch_sub(&gc.sweep_active, 1, __ATOMIC_RELEASE);
 	return true;
 }
 
 void sweep_ensure(span_t *s, enum sweep_mode mode)
 {
+	CHECK(load_relaxed(&s->sweepgen) == SWEEPGEN_DEAD ||
+	      load_relaxed(&mheap.sweepgen) - load_relaxed(&s->sweepgen) <= 2);
 	while (span_unswept(s)) {
 		if (sweep_span(s, mode))
 			return;
@@ -188,17 +190,21 @@ static void sweep_chunk_at(uintptr_t a, uintptr_t end)
 	}
 }
 
-/* Claims and sweeps the next chunk; false when the walk is over. */
+/* Claims and sweeps the next chunk; false when the walk is over. A claimed chunk counts in
+ * sweep_active until it is done: sweep_finish must wait for spans in chunks that others claimed
+ * and have not reached yet (else they would stay unswept into the next cycle, forever). */
 static bool sweep_one_chunk(void)
 {
-	uintptr_t end = load_relaxed(&W.end);
+	uintptr_t end = load_acquire(&W.end);
 	if (load_relaxed(&W.cursor) >= end)
 		return false;
+	fetch_add_relaxed(&gc.sweep_active, 1);
 	uintptr_t a = __atomic_fetch_add(&W.cursor, SWEEP_CHUNK, __ATOMIC_RELAXED);
-	if (a >= end)
-		return false;
-	sweep_chunk_at(a, a + SWEEP_CHUNK < end ? a + SWEEP_CHUNK : end);
-	return true;
+	bool ok = a < end;
+	if (ok)
+		sweep_chunk_at(a, a + SWEEP_CHUNK < end ? a + SWEEP_CHUNK : end);
+	__atomic_fetch_sub(&gc.sweep_active, 1, __ATOMIC_RELEASE);
+	return ok;
 }
 
 /* Mark termination, world stopped: a new walk over everything in use now. Sweep pacing (Go's
