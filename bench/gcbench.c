@@ -165,10 +165,10 @@ static __attribute__((noinline)) void stretch(int depth)
 }
 
 /* Short-lived trees of one depth, each built and dropped at once; as many as make the same
- * number of nodes at every depth (twice the nodes of the largest tree). */
-static __attribute__((noinline)) void short_lived(int depth, int max_depth, int verbose)
+ * number of nodes at every depth (twice the nodes of a tree of depth work_depth). */
+static __attribute__((noinline)) void short_lived(int depth, int work_depth, int verbose)
 {
-	uint64_t iters = 2 * tree_size(max_depth) / tree_size(depth);
+	uint64_t iters = 2 * tree_size(work_depth) / tree_size(depth);
 	uint64_t t0 = now_ns();
 	for (uint64_t k = 0; k < iters; k++) {
 		struct node *t = new_node(NULL, NULL);
@@ -199,8 +199,8 @@ static const char *allocator_name(void)
 
 static void usage(const char *argv0)
 {
-	fprintf(stderr, "usage: %s [-d LIVE_DEPTH] [-l] [-v]   (%d <= LIVE_DEPTH <= %d, default %d)\n", argv0,
-		MIN_TREE_DEPTH, MAX_LIVE_DEPTH, DEFAULT_LIVE_DEPTH);
+	fprintf(stderr, "usage: %s [-d LIVE_DEPTH] [-w WORK_DEPTH] [-l] [-v]   (%d <= depths <= %d, default -d %d)\n",
+		argv0, MIN_TREE_DEPTH, MAX_LIVE_DEPTH, DEFAULT_LIVE_DEPTH);
 	exit(2);
 }
 
@@ -209,14 +209,19 @@ int main(int argc, char **argv)
 #if defined(USE_BDWGC)
 	GC_INIT();
 #endif
-	int depth = DEFAULT_LIVE_DEPTH, verbose = 0, opt;
-	while ((opt = getopt(argc, argv, "d:lv")) != -1) {
+	int depth = DEFAULT_LIVE_DEPTH, work = 0, verbose = 0, opt;
+	while ((opt = getopt(argc, argv, "d:w:lv")) != -1) {
 		uint64_t v;
 		switch (opt) {
 		case 'd':
 			if (parse_u64(optarg, &v) || v < MIN_TREE_DEPTH || v > MAX_LIVE_DEPTH)
 				usage(argv[0]);
 			depth = (int)v;
+			break;
+		case 'w':
+			if (parse_u64(optarg, &v) || v < MIN_TREE_DEPTH + 2 || v > MAX_LIVE_DEPTH)
+				usage(argv[0]);
+			work = (int)v;
 			break;
 		case 'l':
 			time_allocs = 1;
@@ -233,8 +238,17 @@ int main(int argc, char **argv)
 
 	uint64_t ns0 = now_ns(), tk0 = ticks();
 
-	/* The stretch tree, one deeper than the live one, sizes the heap before anything lives. */
-	stretch(depth + 1);
+	/* The shape: by default the short-lived work grows with the live depth (a stretch tree one
+	 * deeper than the live one, short-lived trees up to the live depth, 2·N(L) nodes of each
+	 * depth). With -w W it is Boehm's original: a stretch tree of depth W, short-lived trees of
+	 * depths 4..W-2 with 2·N(W) nodes of each, whatever the live depth (GCBench is -d 16 -w 18):
+	 * a large live heap with a fixed, smaller amount of garbage. */
+	int stretch_depth = work ? work : depth + 1;
+	int max_short = work ? work - 2 : depth;
+	int work_depth = work ? work : depth;
+
+	/* The stretch tree sizes the heap before anything lives. */
+	stretch(stretch_depth);
 
 	struct node *live = new_node(NULL, NULL);
 	populate(depth, live);
@@ -244,8 +258,8 @@ int main(int argc, char **argv)
 	for (int i = 0; i < ARRAY_SIZE; i++)
 		array[i] = i ? 1.0 / i : 0.0;
 
-	for (int d = MIN_TREE_DEPTH; d <= depth; d += 2)
-		short_lived(d, depth, verbose);
+	for (int d = MIN_TREE_DEPTH; d <= max_short; d += 2)
+		short_lived(d, work_depth, verbose);
 
 	/* The long-lived structures must have survived every collection untouched. The check is
 	 * not timed; for malloc their freeing is, as a program's cleanup would be. */
@@ -270,8 +284,8 @@ int main(int argc, char **argv)
 	double ns_per_tick = (double)(ns3 - ns0) / (double)(tk3 - tk0 ? tk3 - tk0 : 1);
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
-	printf("gcbench alloc=%s depth=%d seconds=%.3f maxrss_kb=%ld allocs=%" PRIu64, allocator_name(),
-	       depth, (double)elapsed / 1e9, ru.ru_maxrss, nallocs);
+	printf("gcbench alloc=%s depth=%d work=%d seconds=%.3f maxrss_kb=%ld allocs=%" PRIu64,
+	       allocator_name(), depth, work, (double)elapsed / 1e9, ru.ru_maxrss, nallocs);
 	if (time_allocs)
 		printf(" worst_alloc_ns=%.0f", (double)worst_ticks * ns_per_tick);
 #if defined(USE_CGC)

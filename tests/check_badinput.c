@@ -876,6 +876,7 @@ static Suite *badinput_suite(void)
 {
 	Suite *s = suite_create("badinput");
 	TCase *tc = tcase_create("foreign");
+	tcase_set_timeout(tc, 60); /* forks a child per case: slow under sanitizers on a loaded machine */
 	tcase_add_test(tc, test_foreign_stack);
 	tcase_add_test(tc, test_foreign_malloc);
 	tcase_add_test(tc, test_foreign_global);
@@ -883,6 +884,7 @@ static Suite *badinput_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("interior");
+	tcase_set_timeout(tc, 60); /* forks a child per case: slow under sanitizers on a loaded machine */
 	tcase_add_test(tc, test_interior_scan);
 	tcase_add_test(tc, test_interior_atomic);
 	tcase_add_test(tc, test_interior_large);
@@ -890,6 +892,7 @@ static Suite *badinput_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("double");
+	tcase_set_timeout(tc, 60); /* forks a child per case: slow under sanitizers on a loaded machine */
 	tcase_add_test(tc, test_double_scan);
 	tcase_add_test(tc, test_double_atomic);
 	tcase_add_test(tc, test_double_large);
@@ -898,12 +901,14 @@ static Suite *badinput_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("tiny");
+	tcase_set_timeout(tc, 60); /* forks a child per case: slow under sanitizers on a loaded machine */
 	tcase_add_test(tc, test_tiny_free_noop);
 	tcase_add_test(tc, test_tiny_interior_small);
 	tcase_add_test(tc, test_tiny_interior_big);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("edges");
+	tcase_set_timeout(tc, 60); /* forks a child per case: slow under sanitizers on a loaded machine */
 	tcase_add_test(tc, test_null);
 	tcase_add_test(tc, test_zero_size);
 	tcase_add_test(tc, test_too_large);
