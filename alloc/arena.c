@@ -57,6 +57,29 @@ static uintptr_t arena_reserve(size_t size)
 	return a;
 }
 
+/* Huge pages, once the heap outgrows its first arena. A big heap spends a fifth of its time in
+ * page faults with 4 KiB pages (GCBench at 200 MB live: 2.4 s -> 1.9 s with huge pages, bench/
+ * README.md); a small one would hold up to 2 MiB more per region it touches, for nothing. So the
+ * first arena starts with small pages, and when a second one is needed every arena so far is
+ * advised too (the kernel collapses their touched parts in the background) and every later one
+ * at once. The scavenger's MADV_DONTNEED of a shorter run splits a huge page, which is correct,
+ * only slower. */
+static void arena_advise_hugepages(uintptr_t a, size_t size)
+{
+	if (rt_valgrind)
+		return;
+	if (mheap.arena_bytes <= ARENA_SIZE)
+		return;
+	if (!mheap.hugepages) {
+		mheap.hugepages = 1;
+		/* Every arena mapped before this one: those below it, from the lowest. */
+		for (uintptr_t x = load_relaxed(&heap_lo); x < load_relaxed(&heap_hi); x += ARENA_SIZE)
+			if (arena_index[x >> ARENA_SHIFT])
+				os_hugepages((void *)x, ARENA_SIZE);
+	}
+	os_hugepages((void *)a, size);
+}
+
 uintptr_t arena_grow(size_t npages, size_t *got)
 {
 	size_t need = npages << PAGE_SHIFT;
@@ -73,6 +96,7 @@ uintptr_t arena_grow(size_t npages, size_t *got)
 		store_release(&arena_index[x >> ARENA_SHIFT], ha);
 	}
 	mheap.arena_bytes += size;
+	arena_advise_hugepages(a, size);
 	/* Publish the new bounds after the index entries, so a lookup that passes the range test
 	 * finds an entry (or NULL for address space between arenas). */
 	if (a + size > load_relaxed(&heap_hi))

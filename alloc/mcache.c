@@ -72,7 +72,15 @@ mcache_t *mcache_create(void)
 void mcache_flush(mcache_t *c)
 {
 	for (unsigned spc = 0; spc < NUM_SPAN_CLASSES; spc++) {
-		span_t *s = c->cur[spc];
+		/* Full spans may hold garbage now: they join the partial ones, which refills sweep
+		 * before use (a span with no room after its sweep goes back to full). Each span is
+		 * looked at once a cycle, as Go's unswept span sets. */
+		span_t *s;
+		while ((s = span_list_pop(&c->full[spc])) != NULL) {
+			s->where = WHERE_MC_PARTIAL;
+			span_list_push(&c->partial[spc], s);
+		}
+		s = c->cur[spc];
 		c->cur[spc] = c->alloc[spc] = &empty_span;
 		if (s != &empty_span) {
 			s->where = WHERE_MC_PARTIAL;
@@ -133,19 +141,6 @@ static span_t *next_span(mcache_t *c, unsigned spc)
 		}
 		if (pass == 0)
 			rescue_remote(c, spc);
-	}
-	/* Our own full spans may hold garbage since the last cycle: sweep them before taking more
-	 * memory (lazy sweeping, doc/design/collector.md 6.2). */
-	span_t *next;
-	for (s = c->full[spc].head; s; s = next) {
-		next = s->next;
-		if (!span_unswept(s) || !sweep_span(s, SWEEP_OWNER))
-			continue;
-		span_collect(s, 0);
-		if (s->freelist || span_extend_fresh(s)) {
-			span_list_remove(&c->full[spc], s);
-			return s;
-		}
 	}
 	s = mcentral_take(spc, c);
 	if (s && (s->freelist || span_collect(s, 0) || span_extend_fresh(s)))

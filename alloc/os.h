@@ -12,6 +12,9 @@ void *os_map(void *hint, size_t size);
 void os_unmap(void *p, size_t size);
 /* Gives the pages back to the OS; they read as zero afterwards. */
 void os_release(void *p, size_t size);
+/* Asks for transparent huge pages over [p, p+size) where the system offers them (a hint: ignored
+ * where it is not supported). */
+void os_hugepages(void *p, size_t size);
 uint64_t os_nanotime(void);
 void os_write_stderr(const char *s, size_t n);
 int os_ncpu(void);

@@ -45,6 +45,13 @@ void os_release(void *p, size_t size)
 		;
 }
 
+void os_hugepages(void *p, size_t size)
+{
+	/* With THP set to "madvise" (Debian's default) only advised ranges get huge pages; "never"
+	 * refuses, which is fine: it is a hint. */
+	madvise(p, size, MADV_HUGEPAGE);
+}
+
 uint64_t os_nanotime(void)
 {
 	struct timespec ts;

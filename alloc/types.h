@@ -220,6 +220,7 @@ typedef struct mheap {
 	size_t pages_free;                   /* in free spans, not released */
 	size_t pages_released;               /* in free spans, released to the OS */
 	size_t arena_bytes;                  /* address space mapped for the heap */
+	int hugepages;                       /* arenas are advised MADV_HUGEPAGE (alloc/arena.c) */
 	size_t nspans[NUM_SPAN_CLASSES];     /* spans in use per class (large: classes 0 and 1) */
 	uint64_t large_nmalloc, large_nfree; /* large object counts */
 	size_t large_inuse;                  /* bytes in live large objects */
