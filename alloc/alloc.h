@@ -79,11 +79,11 @@ static inline size_t span_state_bytes(const span_t *s)
 	return (s->npages << PAGE_SHIFT) / s->elemsize; /* the last byte's index is below this */
 }
 
-/* Bytes of the metadata allocation behind s->state: the state bytes, then the mark bits. */
+/* Bytes of the metadata allocation behind s->state: the state bytes, then the mark bytes, each
+ * rounded up to whole words (the sweep reads mark bytes eight at a time). */
 static inline size_t span_meta_bytes(const span_t *s)
 {
-	size_t n = span_state_bytes(s);
-	return ((n + 7) & ~(size_t)7) + ((n + 63) / 64) * 8;
+	return 2 * ((span_state_bytes(s) + 7) & ~(size_t)7);
 }
 
 /* A tiny block's state bits for an object at granule g of ng granules: its start bit (low
@@ -133,13 +133,37 @@ void span_init_objects(span_t *s, unsigned spc);
 bool span_extend_fresh(span_t *s);          /* threads a batch of fresh slots onto freelist */
 size_t span_collect(span_t *s, uintptr_t keep_flag); /* local_free, thread_free -> freelist */
 void span_push_free(span_t *s, void *p);
-void slot_fill_freed(span_t *s, void *p);   /* debug builds: mark a freed slot's bytes */    /* a freed slot straight onto freelist, recycled */
+void slot_fill_freed_slow(span_t *s, void *p);
 void span_validate(const span_t *s);
 void span_list_push(span_list_t *l, span_t *s);
 void span_list_remove(span_list_t *l, span_t *s);
 span_t *span_list_pop(span_list_t *l);
-void *obj_get_next(void *p);                /* free-list link of a free slot (memcheck aware) */
-void obj_set_next(void *p, void *next);
+void *obj_get_next_slow(void *p);
+void obj_set_next_slow(void *p, void *next);
+
+/* Debug builds: fill a freed slot's bytes, so a write after free is caught when it is reused. */
+static ALWAYS_INLINE void slot_fill_freed(span_t *s, void *p)
+{
+	if (CGC_DEBUG_LEVEL > 0)
+		slot_fill_freed_slow(s, p);
+}
+
+/* The free-list link of a free slot. Inline: the sweep and the refills run these once per object;
+ * under valgrind the slow versions tell memcheck the link word is ours. */
+static ALWAYS_INLINE void *obj_get_next(void *p)
+{
+	if (unlikely(rt_valgrind))
+		return obj_get_next_slow(p);
+	return *(void **)p;
+}
+
+static ALWAYS_INLINE void obj_set_next(void *p, void *next)
+{
+	if (unlikely(rt_valgrind))
+		obj_set_next_slow(p, next);
+	else
+		*(void **)p = next;
+}
 
 /* ---- alloc/mcentral.c: unowned spans ------------------------------------------------------ */
 

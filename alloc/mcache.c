@@ -132,7 +132,14 @@ static span_t *next_span(mcache_t *c, unsigned spc)
 	span_t *s;
 	for (int pass = 0; pass < 2; pass++) {
 		while ((s = span_list_pop(&c->partial[spc])) != NULL) {
-			sweep_ensure(s, SWEEP_OWNER);
+			if (span_unswept(s) && !sweep_span(s, SWEEP_OWNER) && span_unswept(s)) {
+				/* Another thread is sweeping it this moment (the background sweeper, at
+				 * nice 19, may be preempted there): not worth waiting for. Its dead come
+				 * back as a remote free, which rescue_remote finds on the full list. */
+				s->where = WHERE_MC_FULL;
+				span_list_push(&c->full[spc], s);
+				continue;
+			}
 			span_collect(s, 0);
 			if (s->freelist || span_extend_fresh(s))
 				return s;

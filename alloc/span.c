@@ -5,7 +5,7 @@
 #include "alloc/alloc.h"
 #include "alloc/vg.h"
 
-void *obj_get_next(void *p)
+void *obj_get_next_slow(void *p)
 {
 	vg_defined(p, sizeof(void *));
 	void *n = *(void **)p;
@@ -13,7 +13,7 @@ void *obj_get_next(void *p)
 	return n;
 }
 
-void obj_set_next(void *p, void *next)
+void obj_set_next_slow(void *p, void *next)
 {
 	vg_undefined(p, sizeof(void *));
 	*(void **)p = next;
@@ -60,9 +60,9 @@ bool span_extend_fresh(span_t *s)
 }
 
 /* Debug builds fill a freed slot (past its link word) with FREED_FILL; slot_recycle checks it. */
-void slot_fill_freed(span_t *s, void *p)
+void slot_fill_freed_slow(span_t *s, void *p)
 {
-	if (CGC_DEBUG_LEVEL == 0 || s->elemsize <= sizeof(void *))
+	if (s->elemsize <= sizeof(void *))
 		return;
 	vg_undefined(p, s->elemsize);
 	memset((char *)p + sizeof(void *), FREED_FILL, s->elemsize - sizeof(void *));

@@ -151,9 +151,10 @@ struct span {
 	                            while being swept; SWEEPGEN_DEAD for free spans
 	                            (doc/design/collector.md 6) */
 	uint32_t magic;          /* SPAN_MAGIC while the struct describes a span (debug validators) */
-	uint64_t *marks;         /* mark bits, one per slot (after state, same allocation); cleared
-	                            by the sweep */
-	uint64_t large_mark;     /* a large span's single mark bit (marks points here) */
+	uint8_t *marks;          /* mark bytes, 0 or 1, one per slot (after state, same allocation);
+	                            cleared by the sweep. Bytes, not bits: marking sets them with a
+	                            plain store (doc/design/collector.md 5.1) */
+	uint8_t large_mark;      /* a large span's single mark byte (marks points here) */
 	uint8_t central_set;     /* which of mcentral's two sets the span is on */
 } __attribute__((aligned(64)));
 

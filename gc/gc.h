@@ -177,10 +177,10 @@ static inline bool span_unswept(const span_t *s)
 	return load_relaxed(&mheap.sweepgen) - load_acquire(&s->sweepgen) - 1 < 2;
 }
 
-/* Sets the mark bit of slot idx of s: the slow paths allocate black from an unswept span. */
+/* Sets the mark byte of slot idx of s: the slow paths allocate black from an unswept span. */
 static inline void span_set_mark(span_t *s, size_t idx)
 {
-	__atomic_fetch_or(&s->marks[idx >> 6], (uint64_t)1 << (idx & 63), __ATOMIC_RELAXED);
+	store_relaxed(&s->marks[idx], 1);
 }
 
 #endif /* CGC_GC_GC_H */

@@ -30,15 +30,17 @@ static bool claim(span_t *s, uint32_t sg)
 static size_t collect_dead(span_t *s, void **headp, void **tailp)
 {
 	size_t n = load_relaxed(&s->nfresh), ndead = 0;
-	uint64_t *marks = s->marks;
+	uint8_t *marks = s->marks;
 	uint8_t *state = s->state;
 	void *head = NULL, *tail = NULL;
-	for (size_t w = 0; w * 64 < n; w++) {
-		uint64_t dead = ~load_relaxed(&marks[w]);
-		if (n - w * 64 < 64)
-			dead &= ((uint64_t)1 << (n - w * 64)) - 1;
+	/* Eight mark bytes at a time: a byte's low bit is its mark, so the dead slots of a word are
+	 * the clear low bits; their positions come out of ctz. */
+	for (size_t w = 0; w * 8 < n; w++) {
+		uint64_t dead = ~load_relaxed((uint64_t *)(void *)(marks + w * 8)) & 0x0101010101010101ull;
+		if (n - w * 8 < 8)
+			dead &= ((uint64_t)1 << (8 * (n - w * 8))) - 1;
 		while (dead) {
-			size_t i = w * 64 + (size_t)__builtin_ctzll(dead);
+			size_t i = w * 8 + (size_t)__builtin_ctzll(dead) / 8;
 			dead &= dead - 1;
 			uint8_t st = load_relaxed(&state[i]);
 			if (st == OBJ_FREE || !cas_strong_acq_rel(&state[i], &st, OBJ_FREE))
@@ -62,7 +64,7 @@ static size_t collect_dead(span_t *s, void **headp, void **tailp)
 			ndead++;
 		}
 	}
-	memset(marks, 0, ((span_state_bytes(s) + 63) / 64) * sizeof(uint64_t));
+	memset(marks, 0, (span_state_bytes(s) + 7) & ~(size_t)7);
 	*headp = head;
 	*tailp = tail;
 	return ndead;
