@@ -88,13 +88,19 @@ static void trace_cycle(const cycle_t *cy)
 	double since = (double)(cy->t_done - gc.start_ns) / 1e9;
 	double avail = since * 1e9 * gc_opt.procs;
 	int pct = avail > 0 ? (int)(100.0 * (double)gc.gc_cpu_ns / avail + 0.5) : 0;
+	/* Collection turned off (CGC_PERCENT=off) leaves no goal: "off", not a number of exabytes. */
+	char goal[32];
+	if (cy->goal >= SIZE_MAX / 2)
+		snprintf(goal, sizeof goal, "off");
+	else
+		snprintf(goal, sizeof goal, "%.1f MB", (double)cy->goal * mb);
 	char line[512];
 	snprintf(line, sizeof line,
 		 "gc %llu @%.3fs %d%%: %.3f+%.3f+%.3f ms clock, %.3f+%.3f+%.3f ms cpu, "
-		 "%.1f->%.1f->%.1f MB, %.1f MB goal, %.1f MB stacks, %.1f MB globals, %d P%s (stw)\n",
+		 "%.1f->%.1f->%.1f MB, %s goal, %.1f MB stacks, %.1f MB globals, %d P%s (stw)\n",
 		 (unsigned long long)gc.cycle, since, pct, a, b, c, a, (double)cy->mark_cpu_ns / 1e6, c,
 		 (double)cy->heap_start * mb, (double)cy->heap_marked_end * mb, (double)cy->marked * mb,
-		 (double)cy->goal * mb, (double)cy->stacks * mb, (double)cy->globals * mb, cy->workers,
+		 goal, (double)cy->stacks * mb, (double)cy->globals * mb, cy->workers,
 		 cy->forced ? " (forced)" : "");
 	os_write_stderr(line, strlen(line));
 }

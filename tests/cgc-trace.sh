@@ -94,6 +94,17 @@ expect_eq "one: summary" "$(summary "$tmp/out")" \
 	"1 cycle, run time 1.207 s; pause max 3.483 ms, mean 3.483 ms, total 3.483 ms (0.29% of run time); peak heap 12.1 MB"
 grep -q '<title>gctrace of .*gctrace-one.log</title>' "$tmp/out" || bad "one: default title is not the file name"
 
+# ---- collection off: a forced cycle has no goal ("off goal"); the goal is drawn at the heap ----
+# pause 0.010+50.000+0.006 = 50.016 ms; run time 0.5 s + 50.016 ms = 0.550016 s.
+run "$data/gctrace-off.log"
+expect_eq "off: exit status" "$rc" 0
+expect_eq "off: stderr" "$(cat "$tmp/err")" ""
+svg_ok off "$tmp/out"
+expect_eq "off: pause bars" "$(bars "$tmp/out")" 1
+expect_eq "off: forced pause bars" "$(forced_bars "$tmp/out")" 1
+expect_eq "off: summary" "$(summary "$tmp/out")" \
+	"1 cycle (1 forced), run time 0.550 s; pause max 50.016 ms, mean 50.016 ms, total 50.016 ms (9.09% of run time); peak heap 96.0 MB"
+
 # ---- a stderr log with noise, prefixes, near misses, flags both ways, a CRLF line -------------
 # Cycles (pause ms): 1 2.150, 2 2.558, 3 3.075 forced, 4 3.165, 5 0.090 (no "(stw)": A+C only),
 # 6 3.483 forced, 7 2.860. Total 17.381, mean 17.381 / 7 = 2.483, max 3.483. Run time 1.611 s +

@@ -172,6 +172,17 @@ static bool triple(const char **pp, const char *sep, int scale, int64_t v[3])
 	       fixed(pp, scale, &v[2]);
 }
 
+/* "12.0 MB goal, ", or "off goal, " when collection was off (a forced cycle): the picture then
+ * draws the goal at the heap's size, since there was none to grow towards. */
+static bool goal(const char **pp, cycle_t *c)
+{
+	if (lit(pp, "off goal, ")) {
+		c->goal_mmb = c->heap_mmb[0];
+		return true;
+	}
+	return fixed(pp, 3, &c->goal_mmb) && lit(pp, " MB goal, ");
+}
+
 /* One gctrace line from its "gc" to its end:
  *   gc 3 @1.204s 2%: 0.021+3.412+0.050 ms clock, 0.021+6.700+0.050 ms cpu,
  *   12.1->12.1->5.3 MB, 12.0 MB goal, 0.1 MB stacks, 0.2 MB globals, 2 P (forced) (stw)
@@ -188,7 +199,7 @@ static bool parse_gctrace(const char *p, cycle_t *c)
 	      triple(&p, "+", 3, c->clock_us) && lit(&p, " ms clock, ") &&
 	      triple(&p, "+", 3, cpu_us) && lit(&p, " ms cpu, ") &&
 	      triple(&p, "->", 3, c->heap_mmb) && lit(&p, " MB, ") &&
-	      fixed(&p, 3, &c->goal_mmb) && lit(&p, " MB goal, ") &&
+	      goal(&p, c) &&
 	      fixed(&p, 3, &stacks) && lit(&p, " MB stacks, ") &&
 	      fixed(&p, 3, &globals) && lit(&p, " MB globals, ") &&
 	      whole(&p, &procs) && lit(&p, " P")))
