@@ -22,6 +22,7 @@ ALLOCS=${ALLOCS:-20000000}
 THREADS=${THREADS:-1 2}
 MARK_MB=${MARK_MB:-7 260 1024}
 MARK_CYCLES=${MARK_CYCLES:-5}
+WORK=${WORK:-}
 LIBDIR=${LIBDIR:-/usr/lib/x86_64-linux-gnu}
 MIMALLOC_SO=${MIMALLOC_SO:-$LIBDIR/libmimalloc.so.2}
 
@@ -38,6 +39,9 @@ done
 for t in $THREADS; do
 	[[ $t =~ ^[1-9][0-9]*$ ]] || die "THREADS must list positive integers, not '$THREADS'"
 done
+if [[ -n $WORK ]] && { ! [[ $WORK =~ ^[0-9]+$ ]] || ((WORK < 6 || WORK > 28)); }; then
+	die "WORK must be 6..28 (gcbench -w), not '$WORK'"
+fi
 for m in $MARK_MB; do
 	[[ $m =~ ^[1-9][0-9]*$ ]] || die "MARK_MB must list positive integers, not '$MARK_MB'"
 done
@@ -136,7 +140,9 @@ gcbench_one() {
 		envs+=("LD_PRELOAD=$MIMALLOC_SO")
 		;;
 	esac
-	run_checked "${envs[@]}" "$bin" -d "$DEPTH" "$@"
+	local -a shape=(-d "$DEPTH")
+	[[ -n $WORK ]] && shape+=(-w "$WORK")
+	run_checked "${envs[@]}" "$bin" "${shape[@]}" "$@"
 }
 
 n=${#gc_names[@]}
@@ -178,7 +184,12 @@ done
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo "Collector benchmarks, commit $commit, $(nproc) CPUs, $(uname -sr); medians of $REPEAT interleaved runs"
 echo
-echo "GCBench, live depth $DEPTH (bench/gcbench.c): cgc and bdwgc (GC_MARKERS=2) never free;"
+if [[ -n $WORK ]]; then
+	echo "GCBench, live depth $DEPTH, Boehm's shape with work depth $WORK (gcbench -w: a stretch tree of depth $WORK, 2·N($WORK) nodes of short-lived trees per depth):"
+	echo "cgc and bdwgc (GC_MARKERS=2) never free;"
+else
+	echo "GCBench, live depth $DEPTH (bench/gcbench.c): cgc and bdwgc (GC_MARKERS=2) never free;"
+fi
 echo "glibc and mimalloc free every tree. Worst allocation: from a second run timing each allocation."
 echo
 echo "| allocator | seconds | ratio to bdwgc | peak RSS MiB | RSS ratio to bdwgc | worst allocation ms |"
