@@ -114,7 +114,8 @@ void spanmap_set_page(uintptr_t page, span_t *s);
 
 void mheap_init(void);
 span_t *mheap_alloc_small(unsigned spc);                 /* a new span of class spc */
-span_t *mheap_alloc_large(size_t npages, unsigned spc);  /* a span for one large object */
+/* A span for one large object; its base is stored in *inflight before the heap lock is released. */
+span_t *mheap_alloc_large(size_t npages, unsigned spc, uintptr_t *inflight);
 void mheap_free_span(span_t *s);                          /* takes the mheap lock; the span
                                                              must be swept (sweep_ensure) */
 bool mheap_shrink_large(span_t *s, size_t npages);        /* takes the mheap lock */

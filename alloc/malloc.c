@@ -159,16 +159,23 @@ static NOINLINE void *large_alloc(size_t n, int noscan)
 		return NULL;
 	}
 	alloc_init();
+	mcache_t *c = tls_mcache;
+	if (c == &empty_mcache && (c = mcache_create()) == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
 	size_t npages = (n + PAGE_SIZE - 1) >> PAGE_SHIFT;
-	span_t *s = mheap_alloc_large(npages, SPC(0, noscan));
+	span_t *s = mheap_alloc_large(npages, SPC(0, noscan), &c->inflight);
 	if (s == NULL) {
 		errno = ENOMEM;
 		return NULL;
 	}
 	void *p = (void *)s->base;
-	/* A cycle ended since the span was made: allocate black (doc/design/collector.md 5.3). */
+	/* A cycle ended since the span was made: allocate black (doc/design/collector.md 5.3). Its
+	 * termination marked the object through c->inflight; from here on p is in our registers. */
 	if (unlikely(span_unswept(s)))
 		span_set_mark(s, 0);
+	store_relaxed(&c->inflight, 0);
 	vg_malloclike(p, s->elemsize, !noscan);
 	/* Fresh and released pages are already zero: no need to touch them. */
 	if (!noscan && s->needzero)

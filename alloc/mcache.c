@@ -166,6 +166,7 @@ static span_t *next_span(mcache_t *c, unsigned spc)
 
 void *mcache_refill(mcache_t *c, unsigned spc)
 {
+retry:
 	if (unlikely(c->sweepgen != load_acquire(&mheap.sweepgen)))
 		mcache_flush(c);
 	span_t *s = c->cur[spc];
@@ -189,6 +190,12 @@ void *mcache_refill(mcache_t *c, unsigned spc)
 			return NULL;
 		make_current(c, spc, s);
 	}
+	/* A cycle that ended while we looked for s did not see it as our current span, so its
+	 * termination did not mark the head we are about to pop, and a sweeper may take s before we
+	 * mark it ourselves: put s back and start again. From here on a stop finds s in c->cur and
+	 * marks its head, or finds the popped object in our registers (collector.md 5.3). */
+	if (unlikely(c->sweepgen != load_acquire(&mheap.sweepgen)))
+		goto retry;
 	void *p = s->freelist;
 	s->freelist = obj_get_next(p);
 	counter_add_owner(&s->nalloc, 1);

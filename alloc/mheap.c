@@ -259,7 +259,7 @@ span_t *mheap_alloc_small(unsigned spc)
 	return s;
 }
 
-span_t *mheap_alloc_large(size_t npages, unsigned spc)
+span_t *mheap_alloc_large(size_t npages, unsigned spc, uintptr_t *inflight)
 {
 	pthread_mutex_lock(&mheap.lock);
 	span_t *s = heap_alloc_pages(npages);
@@ -283,6 +283,10 @@ span_t *mheap_alloc_large(size_t npages, unsigned spc)
 		mheap.large_nmalloc++;
 		mheap.large_inuse += s->elemsize;
 		spanmap_set(s->base, s->npages, s);
+		/* Published under the lock the collector takes before it stops the world: a stop
+		 * after the unlock finds the object here, before the caller holds its address
+		 * anywhere that is scanned (doc/design/collector.md 5.3). */
+		store_relaxed(inflight, s->base);
 	}
 	if (VALIDATE)
 		mheap_validate_locked();

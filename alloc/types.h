@@ -187,6 +187,8 @@ struct mcache {
 	uint64_t remote_pending[NUM_SPAN_CLASSES]; /* atomic: remote frees that found a span's
 	                                        thread_free empty; tells the owner to look at its full
 	                                        spans of that class */
+	uintptr_t inflight;                  /* a large object made and not yet returned (0: none):
+	                                        mark termination marks it (collector.md 5.3) */
 	uint32_t sweepgen;                   /* mheap.sweepgen when this cache last dropped its
 	                                        current spans: a stale value sends the slow path to
 	                                        mcache_flush (doc/design/collector.md 5) */

@@ -59,19 +59,23 @@ static NOINLINE void mark_roots(gcwork_t *w, cycle_t *cy)
 }
 
 /* Mark termination, with the world stopped. The mcaches' current spans are about to be unswept:
- * their fast paths are pointed at the empty span, and the head of each free list (an allocation
- * that a stopped thread may be about to complete) is marked (collector.md 5.3). Then the sweep
- * generation moves: every span in use becomes unswept at once. */
+ * their fast paths are pointed at the empty span, and what a stopped thread may be about to hand
+ * out is marked (collector.md 5.3): the head of each current span's free list (cur, not alloc,
+ * which under valgrind is always the empty span) and a large object made but not yet returned.
+ * Then the sweep generation moves: every span in use becomes unswept at once. */
 static void mark_termination(void)
 {
 	for (mcache_t *c = mheap.mcaches; c; c = c->all_next) {
+		uintptr_t inflight = load_relaxed(&c->inflight);
+		if (inflight)
+			mark_slot_black(inflight);
 		for (unsigned spc = 0; spc < NUM_SPAN_CLASSES; spc++) {
-			span_t *s = load_relaxed(&c->alloc[spc]);
-			if (s == &empty_span)
-				continue;
-			void *head = load_relaxed(&s->freelist);
-			if (head)
-				mark_slot_black((uintptr_t)head);
+			span_t *s = load_relaxed(&c->cur[spc]);
+			if (s != &empty_span) {
+				void *head = load_relaxed(&s->freelist);
+				if (head)
+					mark_slot_black((uintptr_t)head);
+			}
 			store_relaxed(&c->alloc[spc], &empty_span);
 		}
 		store_relaxed(&c->tiny, 0);

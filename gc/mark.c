@@ -177,18 +177,20 @@ void mark_scan_now(gcwork_t *w, uintptr_t p, size_t len, bool root)
 	}
 }
 
+/* Sets the mark byte of the slot containing a and queues nothing: termination's allocations in
+ * flight (collector.md 5.3) are new objects, whose contents hold no pointer yet. */
 void mark_slot_black(uintptr_t a)
 {
-	gcwork_t w = {0};
-	if (a - load_relaxed(&heap_lo) < load_relaxed(&heap_hi) - load_relaxed(&heap_lo))
-		mark_word(&w, a, 1);
-	mark_flush(&w);
-	if (w.buf) {
-		pthread_mutex_lock(&M.lock);
-		w.buf->next = M.empty;
-		M.empty = w.buf;
-		pthread_mutex_unlock(&M.lock);
-	}
+	span_t *s;
+	size_t idx;
+	if (a - load_relaxed(&heap_lo) >= load_relaxed(&heap_hi) - load_relaxed(&heap_lo))
+		return;
+	s = spanmap_lookup(a);
+	if (s == NULL || load_relaxed(&s->kind) == SPAN_FREE)
+		return;
+	idx = span_objindex(s, a);
+	if (idx < s->nelems)
+		span_set_mark(s, idx);
 }
 
 /* ---- draining ---------------------------------------------------------------------------- */
