@@ -173,7 +173,6 @@ void mcentral_adopt(span_t *s);                     /* an owner gives a span up 
 bool mcentral_free(span_t *s, void *p);             /* free into an unowned span; false if it
                                                        got an owner meanwhile (retry remotely) */
 bool mcentral_free_chain(span_t *s, void *head, void *tail, size_t n);
-void mcentral_sweep(span_t *s);                     /* sweep an unowned span under its lock */
 
 /* ---- alloc/mcache.c: per-thread caches ----------------------------------------------------- */
 

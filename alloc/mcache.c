@@ -31,7 +31,7 @@ void mcache_init_key(void)
 mcache_t *mcache_create(void)
 {
 	alloc_init();
-	pthread_mutex_lock(&mheap.lock);
+	lock_acquire(&mheap.lock);
 	mcache_t *c;
 	for (c = mheap.mcaches; c; c = c->all_next)
 		if (!c->live)
@@ -202,11 +202,11 @@ retry:
 	size_t idx = span_objindex(s, (uintptr_t)p);
 	store_relaxed(&s->state[idx], OBJ_ALLOC);
 	counter_add_owner(&c->nmalloc[spc], 1);
-	/* A cycle ended while this thread was stopped in here: the span is unswept now, so the
-	 * object is allocated black, and the current spans are dropped before the fast path can
-	 * use them (doc/design/collector.md 5.3). */
-	if (unlikely(span_unswept(s)))
-		span_set_mark(s, idx);
+	/* A cycle that ended since the check above marked p as the head of our current span, or
+	 * found it in our registers (doc/design/collector.md 5.3); no mark is set here, since a
+	 * sweep could finish between a test and the set and leave the mark on into the next cycle,
+	 * which would then never scan p. The current spans are dropped before the fast path can
+	 * use an unswept one. */
 	if (unlikely(c->sweepgen != load_acquire(&mheap.sweepgen)))
 		mcache_flush(c);
 	return p;
@@ -297,7 +297,7 @@ void mcache_destroy(mcache_t *c)
 	c->tiny = 0;
 	c->tiny_off = 0;
 	c->tiny_state = NULL;
-	pthread_mutex_lock(&mheap.lock);
+	lock_acquire(&mheap.lock);
 	stats_fold_mcache(c);
 	c->live = 0;
 	pthread_mutex_unlock(&mheap.lock);

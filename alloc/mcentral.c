@@ -42,7 +42,7 @@ static void central_refile(mcentral_t *mc, span_t *s)
 span_t *mcentral_take(unsigned spc, mcache_t *c)
 {
 	mcentral_t *mc = &mheap.central[spc];
-	pthread_mutex_lock(&mc->lock);
+	lock_acquire(&mc->lock);
 	unsigned sw = swept_set();
 	/* Swept spans with room first; then unswept ones, partial before full, swept here. A span
 	 * that a remote sweeper holds is set aside: waiting under this lock could deadlock with it. */
@@ -80,7 +80,7 @@ span_t *mcentral_take(unsigned spc, mcache_t *c)
 void mcentral_adopt(span_t *s)
 {
 	mcentral_t *mc = &mheap.central[s->spc];
-	pthread_mutex_lock(&mc->lock);
+	lock_acquire(&mc->lock);
 	/* Setting the flag and taking the pending list in one exchange: a remote free either landed
 	 * before (and is collected here) or sees the flag and comes to this lock. */
 	span_collect(s, TF_UNOWNED);
@@ -100,7 +100,7 @@ void mcentral_adopt(span_t *s)
 bool mcentral_free_chain(span_t *s, void *head, void *tail, size_t n)
 {
 	mcentral_t *mc = &mheap.central[s->spc];
-	pthread_mutex_lock(&mc->lock);
+	lock_acquire(&mc->lock);
 	if (!(load_acquire(&s->thread_free) & TF_UNOWNED)) {
 		pthread_mutex_unlock(&mc->lock); /* taken by a thread meanwhile */
 		return false;
@@ -123,22 +123,4 @@ bool mcentral_free(span_t *s, void *p)
 {
 	obj_set_next(p, NULL);
 	return mcentral_free_chain(s, p, p, 1);
-}
-
-/* The background sweeper found unowned span s unswept: sweep it under the lock, where it can also
- * be refiled. If it got an owner meanwhile, it is swept as the owner's (remotely). */
-void mcentral_sweep(span_t *s)
-{
-	mcentral_t *mc = &mheap.central[s->spc];
-	pthread_mutex_lock(&mc->lock);
-	if (!(load_acquire(&s->thread_free) & TF_UNOWNED) ||
-	    (s->where != WHERE_CENTRAL_PARTIAL && s->where != WHERE_CENTRAL_FULL)) {
-		pthread_mutex_unlock(&mc->lock);
-		sweep_span(s, SWEEP_REMOTE);
-		return;
-	}
-	span_list_remove(central_list(mc, s), s);
-	sweep_span(s, SWEEP_LOCKED);
-	central_refile(mc, s);
-	pthread_mutex_unlock(&mc->lock);
 }

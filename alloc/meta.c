@@ -29,7 +29,7 @@ void *meta_alloc(size_t size)
 		cgc_fatal("cgc: internal error: metadata request of %zu bytes", size);
 	size_t bytes = (size_t)1 << sh;
 	void *p;
-	pthread_mutex_lock(&meta_lock);
+	lock_acquire(&meta_lock);
 	p = meta_free_lists[sh];
 	if (p) {
 		meta_free_lists[sh] = *(void **)p;
@@ -62,7 +62,7 @@ void meta_free(void *p, size_t size)
 {
 	unsigned sh = meta_shift(size);
 	memset(p, 0, (size_t)1 << sh);
-	pthread_mutex_lock(&meta_lock);
+	lock_acquire(&meta_lock);
 	*(void **)p = meta_free_lists[sh];
 	meta_free_lists[sh] = p;
 	pthread_mutex_unlock(&meta_lock);
@@ -71,7 +71,7 @@ void meta_free(void *p, size_t size)
 /* fork() in a threaded program: the child must not inherit this lock held (alloc/malloc.c). */
 void meta_fork_prepare(void)
 {
-	pthread_mutex_lock(&meta_lock);
+	lock_acquire(&meta_lock);
 }
 
 void meta_fork_release(void)

@@ -20,6 +20,17 @@ void mheap_init(void)
 	mheap.last_scavenge = os_nanotime();
 }
 
+/* Clears n bytes (a multiple of 4, 4-aligned) of a pooled span struct with relaxed atomic stores:
+ * the sweep's walk and the mark read a struct's fields without the lock, and may hold a stale
+ * pointer to one being reused (which is why the structs are type-stable): as plain writes these
+ * would be data races. */
+static void zero_shared(void *p, size_t n)
+{
+	uint32_t *w = p;
+	for (size_t i = 0; i < n / 4; i++)
+		store_relaxed(&w[i], 0);
+}
+
 /* Span structs are type-stable: pooled, never returned to meta (mheap lock held). */
 static span_t *span_struct_new(void)
 {
@@ -28,14 +39,14 @@ static span_t *span_struct_new(void)
 		/* Cleared around sweepgen, which stays DEAD throughout: a sweeper holding a stale
 		 * pointer to this struct must never see a value it could claim. */
 		mheap.span_pool = s->next;
-		memset(s, 0, offsetof(span_t, sweepgen));
-		memset(&s->magic, 0, sizeof *s - offsetof(span_t, magic));
+		zero_shared(s, offsetof(span_t, sweepgen));
+		zero_shared(&s->magic, sizeof *s - offsetof(span_t, magic));
 	} else {
 		s = meta_alloc(sizeof(span_t));
 	}
 	if (s) {
 		s->magic = SPAN_MAGIC;
-		s->sweepgen = SWEEPGEN_DEAD;
+		store_relaxed(&s->sweepgen, SWEEPGEN_DEAD);
 	}
 	return s;
 }
@@ -112,7 +123,7 @@ static span_t *free_find(size_t npages)
 /* Folds the free neighbour n (already off its list) into s: pages, and what they may hold. */
 static void absorb(span_t *s, span_t *n)
 {
-	s->npages += n->npages;
+	store_relaxed(&s->npages, s->npages + n->npages);
 	s->needzero |= n->needzero;
 	s->scavenged &= n->scavenged;
 	if (n->free_since > s->free_since)
@@ -131,7 +142,7 @@ static void free_range(span_t *s)
 		free_remove(p);
 		spanmap_set_page(s->base - PAGE_SIZE, NULL);
 		spanmap_set_page(s->base, NULL);
-		s->base = p->base;
+		store_relaxed(&s->base, p->base);
 		absorb(s, p);
 	}
 	uintptr_t end = s->base + (s->npages << PAGE_SHIFT);
@@ -165,8 +176,8 @@ static span_t *bump_alloc(size_t npages)
 			if (mheap.bump_end > mheap.bump) {
 				span_t *t = span_struct_new();
 				if (t) {
-					t->base = mheap.bump;
-					t->npages = (mheap.bump_end - mheap.bump) >> PAGE_SHIFT;
+					store_relaxed(&t->base, mheap.bump);
+					store_relaxed(&t->npages, (mheap.bump_end - mheap.bump) >> PAGE_SHIFT);
 					t->free_since = os_nanotime();
 					free_range(t);
 				}
@@ -180,8 +191,8 @@ static span_t *bump_alloc(size_t npages)
 	span_t *s = span_struct_new();
 	if (s == NULL)
 		return NULL;
-	s->base = mheap.bump;
-	s->npages = npages;
+	store_relaxed(&s->base, mheap.bump);
+	store_relaxed(&s->npages, npages);
 	s->needzero = 0;
 	mheap.bump += bytes;
 	return s;
@@ -212,12 +223,12 @@ static span_t *heap_alloc_pages(size_t npages)
 				free_insert(s);
 				return NULL;
 			}
-			rest->base = s->base + (npages << PAGE_SHIFT);
-			rest->npages = s->npages - npages;
+			store_relaxed(&rest->base, s->base + (npages << PAGE_SHIFT));
+			store_relaxed(&rest->npages, s->npages - npages);
 			rest->needzero = s->needzero;
 			rest->scavenged = s->scavenged;
 			rest->free_since = s->free_since;
-			s->npages = npages;
+			store_relaxed(&s->npages, npages);
 			free_insert(rest);
 		}
 		if (s->scavenged)
@@ -237,7 +248,7 @@ static span_t *heap_alloc_pages(size_t npages)
 span_t *mheap_alloc_small(unsigned spc)
 {
 	unsigned cl = spc == TINY_SPC ? size_to_class(TINY_SIZE) : spc >> 1;
-	pthread_mutex_lock(&mheap.lock);
+	lock_acquire(&mheap.lock);
 	span_t *s = heap_alloc_pages(sc_npages[cl]);
 	if (s) {
 		span_init_objects(s, spc);
@@ -261,7 +272,7 @@ span_t *mheap_alloc_small(unsigned spc)
 
 span_t *mheap_alloc_large(size_t npages, unsigned spc, uintptr_t *inflight)
 {
-	pthread_mutex_lock(&mheap.lock);
+	lock_acquire(&mheap.lock);
 	span_t *s = heap_alloc_pages(npages);
 	if (s) {
 		s->spc = (uint8_t)spc;
@@ -337,7 +348,7 @@ void mheap_free_span(span_t *s)
 {
 	/* A sweeper may be reading the span's slots: let it finish first (collector.md 6.4). */
 	sweep_ensure(s, SWEEP_LOCKED);
-	pthread_mutex_lock(&mheap.lock);
+	lock_acquire(&mheap.lock);
 	mheap_free_span_locked(s);
 	pthread_mutex_unlock(&mheap.lock);
 }
@@ -348,17 +359,17 @@ void mheap_free_span(span_t *s)
  * them once per object scan (doc/design/collector.md). */
 bool mheap_shrink_large(span_t *s, size_t npages)
 {
-	pthread_mutex_lock(&mheap.lock);
+	lock_acquire(&mheap.lock);
 	span_t *tail = span_struct_new();
 	if (tail == NULL) {
 		pthread_mutex_unlock(&mheap.lock);
 		return false;
 	}
 	size_t old_bytes = s->elemsize;
-	tail->base = s->base + (npages << PAGE_SHIFT);
-	tail->npages = s->npages - npages;
-	tail->kind = SPAN_FREE; /* pages, not an object: no large-object counts to undo */
-	s->npages = npages;
+	store_relaxed(&tail->base, s->base + (npages << PAGE_SHIFT));
+	store_relaxed(&tail->npages, s->npages - npages);
+	store_relaxed(&tail->kind, SPAN_FREE); /* pages, not an object: no large-object counts to undo */
+	store_relaxed(&s->npages, npages);
 	s->elemsize = npages << PAGE_SHIFT;
 	mheap.large_inuse -= old_bytes - s->elemsize;
 	mheap_free_span_locked(tail);
@@ -386,7 +397,7 @@ void mheap_scavenge(uint64_t now, uint64_t min_idle_ns)
 
 void mheap_release_idle(uint64_t min_idle_ns)
 {
-	pthread_mutex_lock(&mheap.lock);
+	lock_acquire(&mheap.lock);
 	mheap_scavenge(os_nanotime(), min_idle_ns);
 	pthread_mutex_unlock(&mheap.lock);
 }
@@ -436,7 +447,7 @@ void mheap_validate_locked(void)
 
 void mheap_validate(void)
 {
-	pthread_mutex_lock(&mheap.lock);
+	lock_acquire(&mheap.lock);
 	mheap_validate_locked();
 	pthread_mutex_unlock(&mheap.lock);
 }

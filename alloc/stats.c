@@ -42,7 +42,7 @@ CGC_API void cgc_get_stats(struct cgc_stats *st)
 	alloc_init();
 	memset(st, 0, sizeof *st);
 	uint64_t nm[NUM_SPAN_CLASSES], live[NUM_SPAN_CLASSES] = {0};
-	pthread_mutex_lock(&mheap.lock);
+	lock_acquire(&mheap.lock);
 	for (unsigned i = 0; i < NUM_SPAN_CLASSES; i++)
 		nm[i] = mheap.dead_nmalloc[i];
 	st->tiny_allocs = mheap.dead_tiny_allocs;

@@ -33,8 +33,8 @@ typedef struct cycle {
 static void alloc_locks_take(void)
 {
 	for (unsigned i = 0; i < NUM_SPAN_CLASSES; i++)
-		pthread_mutex_lock(&mheap.central[i].lock);
-	pthread_mutex_lock(&mheap.lock);
+		lock_acquire(&mheap.central[i].lock);
+	lock_acquire(&mheap.lock);
 	meta_fork_prepare();
 }
 
@@ -177,7 +177,7 @@ done:;
 
 void gc_collect_internal(bool forced)
 {
-	pthread_mutex_lock(&gc_lock);
+	lock_acquire(&gc_lock);
 	/* Another thread may have collected while we waited for the lock. */
 	if (forced || pacer_over_goal())
 		run_cycle(forced);
@@ -211,7 +211,7 @@ CGC_API void cgc_collect(void)
 CGC_API int cgc_set_percent(int percent)
 {
 	alloc_init();
-	pthread_mutex_lock(&gc_lock);
+	lock_acquire(&gc_lock);
 	int old = gc_opt.percent;
 	gc_opt.percent = percent < 0 ? -1 : percent;
 	store_relaxed(&gc.goal, pacer_goal(gc.heap_marked, gc.root_bytes));
@@ -222,7 +222,7 @@ CGC_API int cgc_set_percent(int percent)
 CGC_API size_t cgc_set_memlimit(size_t bytes)
 {
 	alloc_init();
-	pthread_mutex_lock(&gc_lock);
+	lock_acquire(&gc_lock);
 	size_t old = gc_opt.memlimit;
 	gc_opt.memlimit = bytes;
 	store_relaxed(&gc.goal, pacer_goal(gc.heap_marked, gc.root_bytes));
@@ -233,7 +233,7 @@ CGC_API size_t cgc_set_memlimit(size_t bytes)
 /* The collector's part of cgc_get_stats (alloc/stats.c). */
 void gc_fill_stats(struct cgc_stats *st)
 {
-	pthread_mutex_lock(&gc_lock);
+	lock_acquire(&gc_lock);
 	st->collections = gc.cycle;
 	st->pause_total_ns = gc.pause_total_ns;
 	st->pause_max_ns = gc.pause_max_ns;
@@ -251,7 +251,7 @@ void gc_fill_stats(struct cgc_stats *st)
  * locks come first in the one order (doc/design/collector.md 3.4). */
 static void fork_prepare(void)
 {
-	pthread_mutex_lock(&gc_lock);
+	lock_acquire(&gc_lock);
 	roots_fork_prepare();
 	threads_fork_prepare();
 	mark_fork_prepare();

@@ -64,7 +64,7 @@ static wbuf_t *wbuf_get_empty_locked(void)
 /* The current buffer is full: publish it for other workers, continue in an empty one. */
 static NOINLINE void wbuf_publish(gcwork_t *w)
 {
-	pthread_mutex_lock(&M.lock);
+	lock_acquire(&M.lock);
 	w->buf->next = M.full;
 	store_relaxed(&M.full, w->buf);
 	w->buf = wbuf_get_empty_locked();
@@ -76,7 +76,7 @@ static NOINLINE void wbuf_publish(gcwork_t *w)
 static inline void push_item(gcwork_t *w, uintptr_t p, uintptr_t len)
 {
 	if (unlikely(w->buf == NULL)) {
-		pthread_mutex_lock(&M.lock);
+		lock_acquire(&M.lock);
 		w->buf = wbuf_get_empty_locked();
 		pthread_mutex_unlock(&M.lock);
 	}
@@ -203,7 +203,7 @@ static bool next_item(gcwork_t *w, item_t *it)
 		*it = w->buf->items[--w->buf->n];
 		return true;
 	}
-	pthread_mutex_lock(&M.lock);
+	lock_acquire(&M.lock);
 	for (;;) {
 		if (M.full) {
 			if (w->buf) {
@@ -238,7 +238,7 @@ static bool next_item(gcwork_t *w, item_t *it)
  * marks it alone. */
 static NOINLINE void share(gcwork_t *w)
 {
-	pthread_mutex_lock(&M.lock);
+	lock_acquire(&M.lock);
 	if (M.nwaiting > 0 && M.full == NULL && w->buf->n >= 8) {
 		wbuf_t *b = wbuf_get_empty_locked();
 		size_t half = w->buf->n / 2;
@@ -286,7 +286,7 @@ static void drain(gcwork_t *w)
 	}
 	uint64_t cpu = os_thread_cputime() - t0;
 	vg_enable_errors();
-	pthread_mutex_lock(&M.lock);
+	lock_acquire(&M.lock);
 	M.marked += w->marked_bytes;
 	M.cpu_ns += cpu;
 	if (w->buf) {
@@ -303,14 +303,14 @@ static void *worker_main(void *arg)
 {
 	uint64_t seen = 0;
 	for (;;) {
-		pthread_mutex_lock(&M.lock);
+		lock_acquire(&M.lock);
 		while (M.drain == seen)
 			pthread_cond_wait(&M.start, &M.lock);
 		seen = M.drain;
 		pthread_mutex_unlock(&M.lock);
 		gcwork_t w = {0};
 		drain(&w);
-		pthread_mutex_lock(&M.lock);
+		lock_acquire(&M.lock);
 		M.finished++;
 		pthread_cond_broadcast(&M.cond);
 		pthread_mutex_unlock(&M.lock);
@@ -321,7 +321,7 @@ static void *worker_main(void *arg)
 size_t mark_drain_parallel(gcwork_t *w0, uint64_t *cpu_ns, int *workers)
 {
 	int want = gc_opt.procs;
-	pthread_mutex_lock(&M.lock);
+	lock_acquire(&M.lock);
 	while (M.started < want - 1) {
 		pthread_t t;
 		pthread_attr_t attr;
@@ -351,7 +351,7 @@ size_t mark_drain_parallel(gcwork_t *w0, uint64_t *cpu_ns, int *workers)
 
 	drain(w0);
 
-	pthread_mutex_lock(&M.lock);
+	lock_acquire(&M.lock);
 	while (M.finished < M.started)
 		pthread_cond_wait(&M.cond, &M.lock);
 	size_t marked = M.marked + 0;
@@ -368,7 +368,7 @@ void mark_init(void)
 /* The helpers did not survive the fork; the lock was taken by the prepare handler. */
 void mark_fork_prepare(void)
 {
-	pthread_mutex_lock(&M.lock);
+	lock_acquire(&M.lock);
 }
 
 void mark_fork_parent(void)

@@ -67,7 +67,7 @@ static __thread unsigned dl_depth;  /* how many times this thread holds dl_lock 
 static void dl_lock_take(void)
 {
 	if (dl_depth++ == 0)
-		pthread_mutex_lock(&dl_lock);
+		lock_acquire(&dl_lock);
 }
 
 static void dl_lock_drop(void)
@@ -79,7 +79,7 @@ static void dl_lock_drop(void)
 void roots_lock(void)
 {
 	dl_lock_take();
-	pthread_mutex_lock(&user_lock);
+	lock_acquire(&user_lock);
 }
 
 void roots_unlock(void)
@@ -219,7 +219,7 @@ CGC_API void cgc_add_root(void *addr, size_t len)
 	alloc_init();
 	if (len == 0)
 		return;
-	pthread_mutex_lock(&user_lock);
+	lock_acquire(&user_lock);
 	if (!vec_push(&user_roots, &(range_t){(uintptr_t)addr, (uintptr_t)addr + len}))
 		cgc_report("cgc: cgc_add_root(%p, %zu): too many root ranges; not added", addr, len);
 	pthread_mutex_unlock(&user_lock);
@@ -228,7 +228,7 @@ CGC_API void cgc_add_root(void *addr, size_t len)
 CGC_API void cgc_remove_root(void *addr)
 {
 	alloc_init();
-	pthread_mutex_lock(&user_lock);
+	lock_acquire(&user_lock);
 	range_t *r = user_roots.v;
 	for (size_t i = 0; i < user_roots.n; i++) {
 		if (r[i].lo == (uintptr_t)addr) {

@@ -152,20 +152,14 @@ void sweep_ensure(span_t *s, enum sweep_mode mode)
 
 /* ---- every span -------------------------------------------------------------------------- */
 
-/* A span found by the walk, swept by whatever mode fits how it is held now. Unowned spans are
- * swept under their mcentral lock, where they also move to the right list or go back to the heap. */
+/* A span found by the walk. Whoever holds it, it is swept remotely: the claim comes first, and
+ * while it is held the span can be neither freed nor reused; its dead are then handed over as a
+ * remote free, which for an unowned span goes to its mcentral under the lock and refiles it there
+ * (alloc/mcentral.c). Taking the mcentral lock first, as this once did, meant reading a span that
+ * might be being recycled under the heap lock (its class, its list): a race TSan found. */
 static void sweep_found(span_t *s)
 {
-	unsigned kind = load_relaxed(&s->kind);
-	if (kind == SPAN_LARGE) {
-		sweep_span(s, SWEEP_REMOTE);
-		return;
-	}
-	if (!(load_acquire(&s->thread_free) & TF_UNOWNED)) {
-		sweep_span(s, SWEEP_REMOTE);
-		return;
-	}
-	mcentral_sweep(s);
+	sweep_span(s, SWEEP_REMOTE);
 }
 
 /* The sweep walks the heap's address range once per cycle, in chunks that threads claim with one
@@ -211,13 +205,27 @@ static void sweep_chunk_at(uintptr_t a, uintptr_t end)
 static bool sweep_one_chunk(void)
 {
 	uintptr_t end = load_acquire(&W.end);
-	if (load_relaxed(&W.cursor) >= end)
-		return false;
-	uintptr_t a = __atomic_fetch_add(&W.cursor, SWEEP_CHUNK, __ATOMIC_RELAXED);
-	if (a >= end)
-		return false;
-	sweep_chunk_at(a, a + SWEEP_CHUNK < end ? a + SWEEP_CHUNK : end);
-	return true;
+	for (;;) {
+		uintptr_t cur = load_relaxed(&W.cursor);
+		if (cur >= end)
+			return false;
+		/* Address space between arenas is skipped in one step: where the hints are taken
+		 * (a sanitizer's shadow, another runtime) the heap's range can span terabytes, and
+		 * walking it a chunk at a time took minutes a cycle (found under ASan by stress_gc). */
+		if (load_acquire(&arena_index[cur >> ARENA_SHIFT]) == NULL) {
+			uintptr_t next = (cur | (ARENA_SIZE - 1)) + 1;
+			while (next < end && load_acquire(&arena_index[next >> ARENA_SHIFT]) == NULL)
+				next += ARENA_SIZE;
+			__atomic_compare_exchange_n(&W.cursor, &cur, next, false, __ATOMIC_RELAXED,
+						    __ATOMIC_RELAXED);
+			continue;
+		}
+		uintptr_t a = __atomic_fetch_add(&W.cursor, SWEEP_CHUNK, __ATOMIC_RELAXED);
+		if (a >= end)
+			return false;
+		sweep_chunk_at(a, a + SWEEP_CHUNK < end ? a + SWEEP_CHUNK : end);
+		return true;
+	}
 }
 
 /* Mark termination, world stopped: a new walk over everything in use now. Sweep pacing (Go's
@@ -229,7 +237,8 @@ void sweep_cycle_start(size_t live, size_t goal)
 	size_t room = goal > live ? goal - live : 0;
 	if (room < ((size_t)1 << 20))
 		room = (size_t)1 << 20;
-	W.pages_per_byte = (double)((hi - lo) >> PAGE_SHIFT) / (double)room;
+	/* Pages mapped, not the range they lie in, which may have gaps (sweep_one_chunk). */
+	W.pages_per_byte = (double)(mheap.arena_bytes >> PAGE_SHIFT) / (double)room;
 	W.start = lo;
 	store_relaxed(&W.cursor, lo);
 	store_release(&W.end, hi);
@@ -282,7 +291,7 @@ static void *bg_sweeper(void *arg)
 	setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
 	uint32_t done = 0;
 	for (;;) {
-		pthread_mutex_lock(&bg_lock);
+		lock_acquire(&bg_lock);
 		while (bg_wanted == done)
 			pthread_cond_wait(&bg_cond, &bg_lock);
 		done = bg_wanted;
@@ -295,7 +304,7 @@ static void *bg_sweeper(void *arg)
 
 void sweep_start_background(void)
 {
-	pthread_mutex_lock(&bg_lock);
+	lock_acquire(&bg_lock);
 	if (!bg_started) {
 		bg_started = 1;
 		pthread_t t;
@@ -313,7 +322,7 @@ void sweep_start_background(void)
 
 void sweep_fork_prepare(void)
 {
-	pthread_mutex_lock(&bg_lock);
+	lock_acquire(&bg_lock);
 }
 
 void sweep_fork_parent(void)

@@ -60,7 +60,7 @@ gthread_t *threads_register_self(void)
 {
 	if (tls_gthread)
 		return tls_gthread;
-	pthread_mutex_lock(&threads_lock);
+	lock_acquire(&threads_lock);
 	gthread_t *t = thread_pool;
 	if (t) {
 		thread_pool = t->next;
@@ -101,7 +101,7 @@ void threads_unregister_self(void)
 	gthread_t *t = tls_gthread;
 	if (t == NULL)
 		return;
-	pthread_mutex_lock(&threads_lock);
+	lock_acquire(&threads_lock);
 	for (gthread_t **pp = &threads; *pp; pp = &(*pp)->next) {
 		if (*pp == t) {
 			*pp = t->next;
@@ -145,7 +145,7 @@ static void *thread_start(void *p)
 	threads_register_self();
 	void *(*fn)(void *) = st->fn;
 	void *arg = st->arg;
-	pthread_mutex_lock(&starting_lock);
+	lock_acquire(&starting_lock);
 	if (st->prev)
 		st->prev->next = st->next;
 	else
@@ -192,7 +192,7 @@ CGC_API int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)
 		return EAGAIN;
 	st->fn = fn;
 	st->arg = arg;
-	pthread_mutex_lock(&starting_lock);
+	lock_acquire(&starting_lock);
 	st->next = starting;
 	if (starting)
 		starting->prev = st;
@@ -200,7 +200,7 @@ CGC_API int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)
 	pthread_mutex_unlock(&starting_lock);
 	int r = real(t, attr, thread_start, st);
 	if (r != 0) {
-		pthread_mutex_lock(&starting_lock);
+		lock_acquire(&starting_lock);
 		if (st->prev)
 			st->prev->next = st->next;
 		else
@@ -297,7 +297,7 @@ void threads_init(void)
  * the world runs again: no thread registers or leaves meanwhile. */
 void threads_lock_registry(void)
 {
-	pthread_mutex_lock(&threads_lock);
+	lock_acquire(&threads_lock);
 }
 
 void threads_unlock_registry(void)
@@ -385,8 +385,8 @@ void threads_each(void (*fn)(gthread_t *t, uintptr_t lo, uintptr_t hi, void *arg
 
 void threads_fork_prepare(void)
 {
-	pthread_mutex_lock(&starting_lock);
-	pthread_mutex_lock(&threads_lock);
+	lock_acquire(&starting_lock);
+	lock_acquire(&threads_lock);
 }
 
 void threads_fork_parent(void)
