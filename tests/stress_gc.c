@@ -54,7 +54,9 @@
 #define TLS_MAX 48            /* nodes of the __thread list, at most */
 #define MAX_GENERATIONS 8     /* threads per slot, at most */
 #define MAX_SMALL (32u << 10) /* the allocator's largest small class */
+#ifndef MAX_LARGE
 #define MAX_LARGE (256u << 10)
+#endif
 #define COLLECT_EVERY 1500    /* ops between a thread's explicit collections, on average */
 #define STATS_EVERY 256       /* ops between a thread's samples of heap_inuse */
 #define ID_TAG (0xa5ull << 56) /* ids are never mistaken for heap addresses (non-canonical) */
