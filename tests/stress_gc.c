@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc/alloc.h"
 #include "include/cgc.h"
 #include "tests/testutil.h"
 
@@ -215,10 +216,32 @@ static pthread_mutex_t mailbox_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread struct ref tls_head;
 static __thread unsigned tls_len;
 static __thread struct worker *cur; /* for reports */
+static __thread const void *cur_parent; /* the object whose child is being checked, for reports */
 
 static size_t peak_inuse;    /* atomic: the largest heap_inuse sampled */
 static uint64_t tot_ops, tot_allocs, tot_alloc_bytes, tot_frees, tot_reallocs, tot_collects,
 	tot_swaps, tot_drops, tot_verified, tot_threads;
+
+/* Where the allocator has p: its span, the slot's state and mark (for reports). */
+static void describe(const char *what, const void *p)
+{
+	if (p == NULL)
+		return;
+	span_t *s = spanmap_lookup((uintptr_t)p);
+	if (s == NULL) {
+		fprintf(stderr, "stress_gc:   %s %p: no span\n", what, p);
+		return;
+	}
+	size_t idx = s->kind == SPAN_LARGE || s->elemsize == 0 ? 0 : ((uintptr_t)p - s->base) / s->elemsize;
+	bool has_state = (s->kind == SPAN_SMALL || s->kind == SPAN_TINY || s->kind == SPAN_LARGE) &&
+			 idx < s->nelems;
+	fprintf(stderr, "stress_gc:   %s %p: span %p base %#lx, %zu pages, kind %u, class %u%s, elemsize"
+		" %zu, slot %zu, state %d, mark %d, sweepgen %u (heap %u), nalloc %u, nfresh %u\n", what, p,
+		(void *)s, (unsigned long)s->base, s->npages, s->kind, (unsigned)(s->spc >> 1),
+		SPC_NOSCAN(s->spc) ? " noscan" : "", s->elemsize, idx, has_state ? s->state[idx] : -1,
+		has_state ? (int)((s->marks[idx >> 6] >> (idx & 63)) & 1) : -1, s->sweepgen,
+		mheap.sweepgen, s->nalloc, s->nfresh);
+}
 
 /* Prints what is wrong with the object at p and aborts: the heap is not to be trusted further, and
  * another thread could crash before a relayed message got out. */
@@ -240,6 +263,8 @@ static void die(const void *p, size_t size, const char *fmt, ...)
 		(unsigned long long)seed, run ? run->name : "-", w ? w->id : 0u, w ? w->slot : 0u,
 		w ? w->op : 0ul, p, size, p ? cgc_base(p) : NULL, p && cgc_base(p) ? cgc_usable_size(p) : 0,
 		msg, (unsigned long long)seed);
+	describe("the object", p);
+	describe("its parent", cur_parent);
 	fflush(stderr);
 	abort();
 }
@@ -307,6 +332,7 @@ static unsigned walk(struct ref r, size_t *bytes, const char *when)
 	*bytes += o->size;
 	unsigned h = 0;
 	for (uint32_t i = 0; i < o->nkids; i++) {
+		cur_parent = o;
 		unsigned k = walk(o->kids[i], bytes, when);
 		if (k > h)
 			h = k;
@@ -530,6 +556,7 @@ static struct pos pick_slot(struct worker *w, bool want_full)
 		for (;;) {
 			uint32_t i = (uint32_t)rng_below(&w->rng, o->nkids);
 			struct ref k = o->kids[i];
+			cur_parent = o;
 			if (k.p && verify(k, "on a path") == K_HDR) {
 				struct obj *c = (struct obj *)k.p;
 				if (c->nkids > 0 && depth < MAX_DEPTH && rng_below(&w->rng, 3) != 0) {
