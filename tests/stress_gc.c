@@ -692,12 +692,13 @@ static void op_realloc(struct worker *w)
 		no->size = (uint32_t)n;
 		if (o) {
 			no->nkids = keep;
-		} else { /* was a small object: no header yet */
+			no->version++;
+		} else { /* was a small object: no header yet (and atomic memory is not zeroed) */
 			no->id = r.id;
 			no->nkids = 0;
 			no->flags = 0;
+			no->version = (uint32_t)rng_next(&w->rng);
 		}
-		no->version++;
 		payload_fill(no);
 		no->ksum = obj_ksum(no);
 		w->live_bytes += n;
@@ -1062,7 +1063,7 @@ static Suite *stress_suite(void)
 	Suite *s = suite_create("stress_gc");
 	TCase *tc = tcase_create("threads");
 	/* Check's default of 4 s is for unit tests; honour a longer CK_DEFAULT_TIMEOUT (valgrind). */
-	double timeout = 300;
+	double timeout = 120;
 	const char *e = getenv("CK_DEFAULT_TIMEOUT");
 	if (e && atof(e) > timeout)
 		timeout = atof(e);
