@@ -375,6 +375,10 @@ void mark_fork_parent(void)
 
 void mark_fork_child(void)
 {
+	/* The condition variables still count the parent's waiting helpers, who are not here:
+	 * glibc's next broadcast would wait for them forever. Start them afresh. */
+	pthread_cond_init(&M.start, NULL);
+	pthread_cond_init(&M.cond, NULL);
 	M.started = 0;
 	pthread_mutex_unlock(&M.lock);
 }

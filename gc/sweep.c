@@ -302,7 +302,9 @@ void sweep_fork_parent(void)
 
 void sweep_fork_child(void)
 {
-	/* The sweeper thread did not survive the fork; the next cycle starts another. */
+	/* The sweeper thread did not survive the fork; the next cycle starts another. bg_cond
+	 * may still count it as a waiter, and glibc's next signal would wait for it forever. */
+	pthread_cond_init(&bg_cond, NULL);
 	bg_started = 0;
 	pthread_mutex_unlock(&bg_lock);
 }
