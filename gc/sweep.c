@@ -306,6 +306,9 @@ void sweep_fork_child(void)
 	 * may still count it as a waiter, and glibc's next signal would wait for it forever. */
 	pthread_cond_init(&bg_cond, NULL);
 	bg_started = 0;
+	/* fork_prepare finished the sweep; what is left counts failed claims of the parent's other
+	 * threads, caught between their increment and decrement. */
+	store_relaxed(&gc.sweep_active, 0);
 	pthread_mutex_unlock(&bg_lock);
 }
 
