@@ -77,7 +77,8 @@ static void sweep_large(span_t *s, uint32_t sg)
 	store_release(&s->sweepgen, sg);
 	if (dead) {
 		vg_freelike((void *)s->base);
-		pacer_account(-(int64_t)s->elemsize);
+		/* Not given back to the pacer: the cycle that found it dead reset alloc_since and did
+		 * not mark it, so heap_live no longer counts it (doc/design/collector.md 7). */
 		fetch_add_relaxed(&gc.swept_objects, 1);
 		mheap_free_span(s);
 	}
