@@ -783,8 +783,10 @@ static uint64_t sum_tree(const struct tnode *t, bool *ok)
 {
 	if (t == NULL)
 		return 0;
-	if (cgc_base(t) != t)
+	if (cgc_base(t) != t) { /* reclaimed: its words may be anything now */
 		*ok = false;
+		return 0;
+	}
 	return t->val + sum_tree(t->left, ok) + sum_tree(t->right, ok);
 }
 
@@ -888,6 +890,8 @@ static void *arg_thread(void *arg)
 {
 	struct arg_obj *o = arg;
 	unsigned r = o->round;
+	if (r >= ARG_ROUNDS)
+		return NULL; /* reclaimed and reused: the round stays "never seen" */
 	struct cgc_stats s;
 	cgc_get_stats(&s);
 	if (s.collections > arg_cycles_before[r])
