@@ -197,8 +197,17 @@ static void sweep_chunk_at(uintptr_t a, uintptr_t end)
 static bool sweep_one_chunk(void)
 {
 	uintptr_t end = load_acquire(&W.end);
-	if (load_relaxed(&W.cursor) >= end)
+	uintptr_t cur = load_relaxed(&W.cursor);
+	if (cur >= end)
 		return false;
+	/* Address space between arenas (heap_lo starts at the first hint even when a sanitizer's
+	 * shadow took it, terabytes below the heap): a whole arena at a time, not 512 chunks. An
+	 * arena unmapped now was unmapped when the cycle ended, so it holds nothing to sweep. */
+	if (load_acquire(&arena_index[cur >> ARENA_SHIFT]) == NULL) {
+		uintptr_t next = (cur | (ARENA_SIZE - 1)) + 1;
+		__atomic_compare_exchange_n(&W.cursor, &cur, next, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+		return true; /* the cursor moved, by us or by another thread */
+	}
 	fetch_add_relaxed(&gc.sweep_active, 1);
 	uintptr_t a = __atomic_fetch_add(&W.cursor, SWEEP_CHUNK, __ATOMIC_RELAXED);
 	bool ok = a < end;
