@@ -44,6 +44,23 @@
 #define HIDE(p) (~(uintptr_t)(p))
 #define SHOW(h) ((void *)~(uintptr_t)(h))
 
+/* Under ThreadSanitizer two things change. Its runtime keeps recent addresses in its own TLS and
+ * globals, which cgc scans like any module's, so some dead objects stay reachable: checks that
+ * something was reclaimed, or that the pacer saw garbage go, are skipped (the "survives" checks
+ * all stay). And it delays a signal to a thread blocked in pthread_mutex_lock until the lock is
+ * taken, so a thread waiting for a lock the collector holds never acknowledges the stop (a
+ * deadlock, see test_fork_while_allocating). */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+#ifndef UNDER_TSAN
+#define UNDER_TSAN 0
+#endif
+
 static struct cgc_stats st;
 
 /* ---- helpers ------------------------------------------------------------------------------- */
@@ -124,7 +141,8 @@ static const char *state_name(int s)
 	} while (0)
 
 #define ASSERT_RECLAIMED(h)                                                                        \
-	ck_assert_msg(reclaimed(h), "object %#lx survived; expected it reclaimed", (unsigned long)SHOW(h))
+	ck_assert_msg(UNDER_TSAN || reclaimed(h), "object %#lx survived; expected it reclaimed",    \
+		      (unsigned long)SHOW(h))
 
 /* A step counter two threads hand back and forth. */
 struct baton {
@@ -606,7 +624,7 @@ START_TEST(test_interior_and_past_end)
 		 * object it came from. */
 		h = make_obj_at(n, 22, 1, 0);
 		COLLECT();
-		ck_assert_msg(reclaimed(h), "size %zu: a pointer one past the end kept the object", n);
+		ck_assert_msg(UNDER_TSAN || reclaimed(h), "size %zu: a pointer one past the end kept the object", n);
 		g_bss_slot = NULL;
 	}
 }
@@ -672,6 +690,8 @@ START_TEST(test_garbage_reclaimed)
 	ck_assert_uint_ge(st.large_inuse, base.large_inuse + large);
 	COLLECT();
 	cgc_get_stats(&st);
+	if (UNDER_TSAN)
+		return;
 	/* One stray word into a ring keeps the whole ring (1/32 of them); allow 10%. */
 	ck_assert_msg(st.objects <= base.objects + made / 10 + 20,
 		      "objects: %llu before, %llu after making %zu and collecting",
@@ -718,6 +738,8 @@ START_TEST(test_noscan_not_scanned)
 	int gone_atomic = count_reclaimed(g_atomic_holder, NTARGETS);
 	int gone_scan = count_reclaimed(g_scan_holder, NTARGETS);
 	ck_assert_int_eq(gone_scan, 0);
+	if (UNDER_TSAN)
+		return;
 	/* Stray words could keep one or two; "never scanned" means nearly all go. */
 	ck_assert_msg(gone_atomic >= NTARGETS * 9 / 10, "only %d of %d targets of a noscan object reclaimed",
 		      gone_atomic, NTARGETS);
@@ -1071,6 +1093,11 @@ static void *fork_allocator(void *arg)
 		for (int i = 0; i < 64; i++)
 			((void **)keep)[i] = cgc_malloc(24 + (size_t)i * 8);
 		__asm__ volatile("" ::"r"(keep) : "memory");
+		if (UNDER_TSAN) { /* not collected there: freed by hand */
+			for (int i = 0; i < 64; i++)
+				cgc_free(((void **)keep)[i]);
+			cgc_free(keep);
+		}
 	}
 	return NULL;
 }
@@ -1094,12 +1121,17 @@ static NOINLINE int fork_child_work(void)
 START_TEST(test_fork_while_allocating)
 {
 	pthread_t t[2];
+	/* Under TSan the parent does not collect: fork_prepare, or a collection, waiting for gc_lock
+	 * while an allocating thread collects would never acknowledge its stop (see the top). The
+	 * children still collect. */
+	if (UNDER_TSAN)
+		cgc_set_percent(-1);
 	__atomic_store_n(&fork_stop, 0, __ATOMIC_RELAXED);
 	for (int i = 0; i < 2; i++)
 		ck_assert_int_eq(pthread_create(&t[i], NULL, fork_allocator, NULL), 0);
 	int rounds = (int)(20 * test_scale()) + 2;
 	for (int round = 0; round < rounds; round++) {
-		if (round % 3 == 0)
+		if (round % 3 == 0 && !UNDER_TSAN)
 			cgc_collect();
 		pid_t pid = fork();
 		ck_assert_int_ge(pid, 0);
@@ -1267,6 +1299,8 @@ static NOINLINE void large_garbage(int count, size_t n)
 
 START_TEST(test_knobs)
 {
+	if (UNDER_TSAN)
+		return; /* the goal grows with the roots: TSan's runtime data make it far above 16 MiB */
 	COLLECT();
 	int old = cgc_set_percent(-1);
 	ck_assert_int_eq(cgc_set_percent(-1), -1);
@@ -1327,6 +1361,8 @@ static NOINLINE size_t bytes_until_next_cycle(void)
  * so the numbers are exact, not timing. */
 START_TEST(test_pacer_after_large_garbage)
 {
+	if (UNDER_TSAN)
+		return;
 	int old = cgc_set_percent(-1);
 	large_garbage(512, 64 << 10); /* 32 MiB, kept uncollected */
 	cgc_set_percent(100);
@@ -1376,6 +1412,8 @@ START_TEST(test_stats)
 	ck_assert_uint_ge(st.live_after_mark, s0.live_after_mark + live);
 	/* What was marked is what stayed: live_after_mark cannot exceed the heap in use. */
 	ck_assert_uint_le(st.live_after_mark, st.heap_inuse);
+	if (UNDER_TSAN)
+		return;
 	ck_assert_msg(st.swept_objects >= s0.swept_objects + (uint64_t)dead * 9 / 10,
 		      "swept %llu, expected about %d more than %llu", (unsigned long long)st.swept_objects,
 		      dead, (unsigned long long)s0.swept_objects);
