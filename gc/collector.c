@@ -252,6 +252,10 @@ void gc_fill_stats(struct cgc_stats *st)
 static void fork_prepare(void)
 {
 	lock_acquire(&gc_lock);
+	/* No sweep may be in progress across the fork: the child would wait for the sweeping
+	 * thread, which it lacks, in its first sweep_finish. Finished here, as a cycle finishes it
+	 * (6.6); with gc_lock held no span becomes unswept again, so no later claim succeeds. */
+	sweep_finish();
 	roots_fork_prepare();
 	threads_fork_prepare();
 	mark_fork_prepare();

@@ -140,7 +140,9 @@ static ALWAYS_INLINE void mark_word(gcwork_t *w, uintptr_t v, uintptr_t root)
 /* Scans [p, p+len) word by word. Conservative scanning reads whatever is there: sanitizers must
  * not instrument it (stack redzones, other threads' frames), and valgrind's error reporting is off
  * while marking (collector.md 5.5). */
-__attribute__((no_sanitize_address)) static void scan_range(gcwork_t *w, uintptr_t p, uintptr_t len)
+/* Not instrumented by TSan either: a blocking thread (cgc_enter_blocking) may write its stack
+ * while it is scanned, which the contract allows. */
+__attribute__((no_sanitize_address, no_sanitize_thread)) static void scan_range(gcwork_t *w, uintptr_t p, uintptr_t len)
 {
 	uintptr_t root = len & 1;
 	len &= ~(uintptr_t)7;
@@ -378,6 +380,10 @@ void mark_fork_parent(void)
 
 void mark_fork_child(void)
 {
+	/* The condition variables still count the parent's waiting helpers, who are not here:
+	 * glibc's next broadcast would wait for them forever. Start them afresh. */
+	pthread_cond_init(&M.start, NULL);
+	pthread_cond_init(&M.cond, NULL);
 	M.started = 0;
 	pthread_mutex_unlock(&M.lock);
 }

@@ -4,8 +4,9 @@
 #include "gc/gc.h"
 
 /* Bytes the allocator handed out (a span's free slots when a cache takes it, a large object) or
- * got back (a large object freed explicitly or swept). Relaxed: the pacer needs a trend, not an
- * exact count, and this runs once per span, not per object. */
+ * got back (a large object freed explicitly; not one the sweep frees: it no longer counts).
+ * Relaxed: the pacer needs a trend, not an exact count, and this runs once per span, not per
+ * object. */
 void pacer_account(int64_t bytes)
 {
 	fetch_add_relaxed(&gc.alloc_since, bytes);

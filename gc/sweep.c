@@ -89,7 +89,8 @@ static void sweep_large(span_t *s, uint32_t sg)
 	store_release(&s->sweepgen, sg);
 	if (dead) {
 		vg_freelike((void *)s->base);
-		pacer_account(-(int64_t)s->elemsize);
+		/* Not given back to the pacer: the cycle that found it dead reset alloc_since and did
+		 * not mark it, so heap_live no longer counts it (doc/design/collector.md 7). */
 		fetch_add_relaxed(&gc.swept_objects, 1);
 		mheap_free_span(s);
 	}
@@ -332,8 +333,13 @@ void sweep_fork_parent(void)
 
 void sweep_fork_child(void)
 {
-	/* The sweeper thread did not survive the fork; the next cycle starts another. */
+	/* The sweeper thread did not survive the fork; the next cycle starts another. bg_cond
+	 * may still count it as a waiter, and glibc's next signal would wait for it forever. */
+	pthread_cond_init(&bg_cond, NULL);
 	bg_started = 0;
+	/* fork_prepare finished the sweep; what is left counts failed claims of the parent's other
+	 * threads, caught between their increment and decrement. */
+	store_relaxed(&gc.sweep_active, 0);
 	pthread_mutex_unlock(&bg_lock);
 }
 
