@@ -55,11 +55,12 @@ variety sanitize CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-poi
 	LDFLAGS="-fsanitize=address,undefined" &&
 	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 run_check sanitize || fail=1
 
-# ThreadSanitizer. detect_deadlocks=0: the fork handlers hold every allocator lock at once (163),
+# ThreadSanitizer. die_after_fork=0: the collector starts its mark workers and sweeper again in a
+# fork child (tests/check_gc's fork test), which TSan refuses by default. detect_deadlocks=0: the fork handlers hold every allocator lock at once (163),
 # past the 64 TSan's deadlock detector can track per thread; lock order is fixed by design
 # (doc/design/allocator.md 13), not left to the detector.
 variety tsan CFLAGS="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" &&
-	TSAN_OPTIONS="halt_on_error=1 detect_deadlocks=0" CK_TIMEOUT_MULTIPLIER=10 run_check tsan || fail=1
+	TSAN_OPTIONS="halt_on_error=1 detect_deadlocks=0 die_after_fork=0" CK_TIMEOUT_MULTIPLIER=10 run_check tsan || fail=1
 
 if [ "$fail" = 0 ]; then echo "run-all: every variety passed"; else echo "run-all: FAILED"; fi
 exit "$fail"
