@@ -187,7 +187,7 @@ static void sweep_chunk_at(uintptr_t a, uintptr_t end)
 			a = (a | (ARENA_SIZE - 1)) + 1 - PAGE_SIZE;
 			continue;
 		}
-		span_t *s = load_relaxed(&ha->spans[(a >> PAGE_SHIFT) & (PAGES_PER_ARENA - 1)]);
+		span_t *s = load_acquire(&ha->spans[(a >> PAGE_SHIFT) & (PAGES_PER_ARENA - 1)]);
 		if (s == NULL || load_relaxed(&s->base) != a)
 			continue;
 		size_t np = load_relaxed(&s->npages);

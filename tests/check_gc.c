@@ -155,7 +155,7 @@ struct baton {
 
 static NOINLINE void baton_set(struct baton *b, int step)
 {
-	pthread_mutex_lock(&b->m);
+	test_lock(&b->m);
 	b->step = step;
 	pthread_cond_broadcast(&b->c);
 	pthread_mutex_unlock(&b->m);
@@ -163,7 +163,7 @@ static NOINLINE void baton_set(struct baton *b, int step)
 
 static NOINLINE void baton_wait(struct baton *b, int step)
 {
-	pthread_mutex_lock(&b->m);
+	test_lock(&b->m);
 	while (b->step < step)
 		pthread_cond_wait(&b->c, &b->m);
 	pthread_mutex_unlock(&b->m);

@@ -3,6 +3,8 @@
 #ifndef CGC_TESTUTIL_H
 #define CGC_TESTUTIL_H
 
+#include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +50,20 @@ static inline double test_scale(void)
 	const char *e = getenv("STRESS_SCALE");
 	double f = e ? atof(e) : 1.0;
 	return f > 0 ? f : 1.0;
+}
+
+/* A mutex for tests whose threads allocate. ThreadSanitizer holds back a signal to a thread blocked
+ * in pthread_mutex_lock until the call returns; if the holder is stopped by the collector, the
+ * waiter never acknowledges the stop and both wait forever. Under TSan the lock is taken with
+ * trylock and sched_yield, as cgc takes its own (alloc/atomic.h); elsewhere as usual. */
+static inline void test_lock(pthread_mutex_t *m)
+{
+#if defined(__SANITIZE_THREAD__)
+	while (pthread_mutex_trylock(m) != 0)
+		sched_yield();
+#else
+	pthread_mutex_lock(m);
+#endif
 }
 
 #endif
