@@ -1075,12 +1075,7 @@ static Suite *stress_suite(void)
 {
 	Suite *s = suite_create("stress_gc");
 	TCase *tc = tcase_create("threads");
-	/* Check's default of 4 s is for unit tests; honour a longer CK_DEFAULT_TIMEOUT (valgrind). */
-	double timeout = 120;
-	const char *e = getenv("CK_DEFAULT_TIMEOUT");
-	if (e && atof(e) > timeout)
-		timeout = atof(e);
-	tcase_set_timeout(tc, timeout);
+	tcase_set_timeout(tc, test_timeout(120));
 	tcase_add_test(tc, test_threads);
 	tcase_add_test(tc, test_many_threads);
 	suite_add_tcase(s, tc);

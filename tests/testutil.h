@@ -52,6 +52,14 @@ static inline double test_scale(void)
 	return f > 0 ? f : 1.0;
 }
 
+/* A test case's timeout in seconds: dflt, or CK_DEFAULT_TIMEOUT when that is longer (valgrind runs
+ * set it). Check's own default of 4 s is meant for unit tests, not stress runs. */
+static inline double test_timeout(double dflt)
+{
+	const char *e = getenv("CK_DEFAULT_TIMEOUT");
+	return e && atof(e) > dflt ? atof(e) : dflt;
+}
+
 /* A mutex for tests whose threads allocate. ThreadSanitizer holds back a signal to a thread blocked
  * in pthread_mutex_lock until the call returns; if the holder is stopped by the collector, the
  * waiter never acknowledges the stop and both wait forever. Under TSan the lock is taken with
