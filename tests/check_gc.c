@@ -1127,7 +1127,12 @@ START_TEST(test_fork_while_allocating)
 	if (UNDER_TSAN)
 		cgc_set_percent(-1);
 	__atomic_store_n(&fork_stop, 0, __ATOMIC_RELAXED);
-	for (int i = 0; i < 2; i++)
+	/* Under valgrind no thread allocates meanwhile: with them, memcheck's own address-space table
+	 * overflowed ("VG_N_SEGMENTS is too low", seen in CI: thousands of small mappings of its
+	 * own), which ends the process. Fork with allocating threads is tested natively and under
+	 * both sanitizers; under valgrind the parent and children still collect around the forks. */
+	int nalloc = RUNNING_ON_VALGRIND ? 0 : 2;
+	for (int i = 0; i < nalloc; i++)
 		ck_assert_int_eq(pthread_create(&t[i], NULL, fork_allocator, NULL), 0);
 	int rounds = (int)(20 * test_scale()) + 2;
 	for (int round = 0; round < rounds; round++) {
@@ -1154,7 +1159,7 @@ START_TEST(test_fork_while_allocating)
 			      "child %d of round %d: status %#x (a SIGALRM means it deadlocked)", pid, round, status);
 	}
 	__atomic_store_n(&fork_stop, 1, __ATOMIC_RELAXED);
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < nalloc; i++)
 		pthread_join(t[i], NULL);
 }
 END_TEST
