@@ -79,11 +79,17 @@ static inline size_t span_state_bytes(const span_t *s)
 	return (s->npages << PAGE_SHIFT) / s->elemsize; /* the last byte's index is below this */
 }
 
-/* Bytes of the metadata allocation behind s->state: the state bytes, then the mark bytes, each
- * rounded up to whole words (the sweep reads mark bytes eight at a time). */
+/* The state bytes rounded up to whole words: where the mark bytes start after them, and how many
+ * mark bytes there are (the sweep reads both arrays eight bytes at a time). */
+static inline size_t span_state_stride(const span_t *s)
+{
+	return (span_state_bytes(s) + 7) & ~(size_t)7;
+}
+
+/* Bytes of the metadata allocation behind s->state: the state bytes, then the mark bytes. */
 static inline size_t span_meta_bytes(const span_t *s)
 {
-	return 2 * ((span_state_bytes(s) + 7) & ~(size_t)7);
+	return 2 * span_state_stride(s);
 }
 
 /* A tiny block's state bits for an object at granule g of ng granules: its start bit (low
@@ -178,6 +184,14 @@ bool mcentral_free_chain(span_t *s, void *head, void *tail, size_t n);
 
 void mcache_init_key(void);
 mcache_t *mcache_create(void);
+
+/* This thread's cache, made on its first use (which also registers the thread); NULL when it cannot
+ * be made. */
+static inline mcache_t *mcache_get(void)
+{
+	mcache_t *c = tls_mcache;
+	return c != &empty_mcache ? c : mcache_create();
+}
 void *mcache_refill(mcache_t *c, unsigned spc);    /* next object of class spc; NULL: no memory */
 void mcache_after_local_free(mcache_t *c, span_t *s);
 void mcache_remote_free(span_t *s, void *p, size_t idx, const char *fn);

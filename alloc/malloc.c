@@ -159,8 +159,8 @@ static NOINLINE void *large_alloc(size_t n, int noscan)
 		return NULL;
 	}
 	alloc_init();
-	mcache_t *c = tls_mcache;
-	if (c == &empty_mcache && (c = mcache_create()) == NULL) {
+	mcache_t *c = mcache_get();
+	if (c == NULL) {
 		errno = ENOMEM;
 		return NULL;
 	}
@@ -206,8 +206,8 @@ static NOINLINE void *small_alloc_slow(size_t n, int noscan)
 	if (n > MAX_SMALL_SIZE)
 		return large_alloc(n, noscan);
 	unsigned spc = SPC(size_to_class(n), noscan);
-	mcache_t *c = tls_mcache;
-	if (c == &empty_mcache && (c = mcache_create()) == NULL) {
+	mcache_t *c = mcache_get();
+	if (c == NULL) {
 		errno = ENOMEM;
 		return NULL;
 	}

@@ -132,7 +132,7 @@ static span_t *next_span(mcache_t *c, unsigned spc)
 	span_t *s;
 	for (int pass = 0; pass < 2; pass++) {
 		while ((s = span_list_pop(&c->partial[spc])) != NULL) {
-			if (span_unswept(s) && !sweep_span(s, SWEEP_OWNER) && span_unswept(s)) {
+			if (!sweep_unless_busy(s, SWEEP_OWNER)) {
 				/* Another thread is sweeping it this moment (the background sweeper, at
 				 * nice 19, may be preempted there): not worth waiting for. Its dead come
 				 * back as a remote free, which rescue_remote finds on the full list. */

@@ -51,7 +51,7 @@ span_t *mcentral_take(unsigned spc, mcache_t *c)
 	span_t *s = NULL;
 	for (int k = 0; k < 3 && s == NULL; k++) {
 		while ((s = span_list_pop(order[k])) != NULL) {
-			if (span_unswept(s) && !sweep_span(s, SWEEP_LOCKED) && span_unswept(s)) {
+			if (!sweep_unless_busy(s, SWEEP_LOCKED)) {
 				span_list_push(&busy, s);
 				continue;
 			}

@@ -254,7 +254,7 @@ span_t *mheap_alloc_small(unsigned spc)
 		span_init_objects(s, spc);
 		s->state = meta_alloc(span_meta_bytes(s));
 		if (s->state != NULL)
-			s->marks = s->state + ((span_state_bytes(s) + 7) & ~(size_t)7);
+			s->marks = s->state + span_state_stride(s);
 		if (s->state == NULL) {
 			store_relaxed(&s->kind, SPAN_FREE);
 			mheap_free_span_locked(s);

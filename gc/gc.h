@@ -163,6 +163,9 @@ enum sweep_mode { SWEEP_OWNER, SWEEP_LOCKED, SWEEP_REMOTE };
 bool sweep_span(span_t *s, enum sweep_mode mode);
 /* Returns once s is swept: sweeps it (mode) or waits for whoever is. */
 void sweep_ensure(span_t *s, enum sweep_mode mode);
+/* Sweeps s (mode) if it is unswept; false only when another thread is sweeping it this moment,
+ * for callers that would rather use another span than wait. */
+bool sweep_unless_busy(span_t *s, enum sweep_mode mode);
 void sweep_finish(void);               /* sweeps every unswept span, waits for every sweeper */
 void sweep_cycle_start(size_t live, size_t goal); /* termination: a new walk, and its pacing */
 void sweep_pay(size_t bytes);          /* an allocating thread's share of the sweep */
@@ -177,7 +180,7 @@ static inline bool span_unswept(const span_t *s)
 	return load_relaxed(&mheap.sweepgen) - load_acquire(&s->sweepgen) - 1 < 2;
 }
 
-/* Sets the mark byte of slot idx of s: the slow paths allocate black from an unswept span. */
+/* Sets the mark byte of slot idx of s (termination's allocations in flight, gc/mark.c). */
 static inline void span_set_mark(span_t *s, size_t idx)
 {
 	store_relaxed(&s->marks[idx], 1);

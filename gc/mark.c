@@ -183,14 +183,10 @@ void mark_scan_now(gcwork_t *w, uintptr_t p, size_t len, bool root)
  * flight (collector.md 5.3) are new objects, whose contents hold no pointer yet. */
 void mark_slot_black(uintptr_t a)
 {
-	span_t *s;
-	size_t idx;
-	if (a - load_relaxed(&heap_lo) >= load_relaxed(&heap_hi) - load_relaxed(&heap_lo))
-		return;
-	s = spanmap_lookup(a);
+	span_t *s = spanmap_lookup(a);
 	if (s == NULL || load_relaxed(&s->kind) == SPAN_FREE)
 		return;
-	idx = span_objindex(s, a);
+	size_t idx = span_objindex(s, a);
 	if (idx < s->nelems)
 		span_set_mark(s, idx);
 }

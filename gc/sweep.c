@@ -74,7 +74,7 @@ static size_t collect_dead(span_t *s, void **headp, void **tailp)
 			ndead++;
 		}
 	}
-	memset(marks, 0, (span_state_bytes(s) + 7) & ~(size_t)7);
+	memset(marks, 0, span_state_stride(s));
 	*headp = head;
 	*tailp = tail;
 	return ndead;
@@ -151,17 +151,12 @@ void sweep_ensure(span_t *s, enum sweep_mode mode)
 	}
 }
 
-/* ---- every span -------------------------------------------------------------------------- */
-
-/* A span found by the walk. Whoever holds it, it is swept remotely: the claim comes first, and
- * while it is held the span can be neither freed nor reused; its dead are then handed over as a
- * remote free, which for an unowned span goes to its mcentral under the lock and refiles it there
- * (alloc/mcentral.c). Taking the mcentral lock first, as this once did, meant reading a span that
- * might be being recycled under the heap lock (its class, its list): a race TSan found. */
-static void sweep_found(span_t *s)
+bool sweep_unless_busy(span_t *s, enum sweep_mode mode)
 {
-	sweep_span(s, SWEEP_REMOTE);
+	return !span_unswept(s) || sweep_span(s, mode) || !span_unswept(s);
 }
+
+/* ---- every span -------------------------------------------------------------------------- */
 
 /* The sweep walks the heap's address range once per cycle, in chunks that threads claim with one
  * atomic add: the background sweeper, allocating threads paying their sweep debt (below) and the
@@ -178,21 +173,34 @@ NONROOT static struct {
 	double pages_per_byte;  /* sweep pacing: pages to sweep per byte handed out */
 } W;
 
+/* The first address at or after a (up to end) in a mapped arena. Address space between arenas is
+ * skipped in one step: where the hints are taken (a sanitizer's shadow, another runtime) the
+ * heap's range can span terabytes, and walking it a chunk at a time took minutes a cycle (found
+ * under ASan by stress_gc). An arena unmapped now was unmapped when the cycle ended. */
+static uintptr_t skip_unmapped(uintptr_t a, uintptr_t end)
+{
+	while (a < end && load_acquire(&arena_index[a >> ARENA_SHIFT]) == NULL)
+		a = (a | (ARENA_SIZE - 1)) + 1;
+	return a;
+}
+
+/* Sweeps the spans that start in [a, end). Whoever holds a span, it is swept remotely: the claim
+ * comes first, and while it is held the span can be neither freed nor reused; its dead are then
+ * handed over as a remote free, which for an unowned span goes to its mcentral under the lock and
+ * refiles it there (alloc/mcentral.c). Taking the mcentral lock first, as this once did, meant
+ * reading a span that might be being recycled under the heap lock (its class, its list): a race
+ * TSan found. */
 static void sweep_chunk_at(uintptr_t a, uintptr_t end)
 {
 	uint32_t sg = load_acquire(&mheap.sweepgen);
-	for (; a < end; a += PAGE_SIZE) {
+	for (; (a = skip_unmapped(a, end)) < end; a += PAGE_SIZE) {
 		heap_arena_t *ha = load_acquire(&arena_index[a >> ARENA_SHIFT]);
-		if (ha == NULL) {
-			a = (a | (ARENA_SIZE - 1)) + 1 - PAGE_SIZE;
-			continue;
-		}
 		span_t *s = load_acquire(&ha->spans[(a >> PAGE_SHIFT) & (PAGES_PER_ARENA - 1)]);
 		if (s == NULL || load_relaxed(&s->base) != a)
 			continue;
 		size_t np = load_relaxed(&s->npages);
 		if (load_relaxed(&s->sweepgen) == sg - 2)
-			sweep_found(s);
+			sweep_span(s, SWEEP_REMOTE);
 		if (np > 1 && np < PAGES_PER_ARENA)
 			a += (np - 1) << PAGE_SHIFT;
 	}
@@ -210,13 +218,8 @@ static bool sweep_one_chunk(void)
 		uintptr_t cur = load_relaxed(&W.cursor);
 		if (cur >= end)
 			return false;
-		/* Address space between arenas is skipped in one step: where the hints are taken
-		 * (a sanitizer's shadow, another runtime) the heap's range can span terabytes, and
-		 * walking it a chunk at a time took minutes a cycle (found under ASan by stress_gc). */
-		if (load_acquire(&arena_index[cur >> ARENA_SHIFT]) == NULL) {
-			uintptr_t next = (cur | (ARENA_SIZE - 1)) + 1;
-			while (next < end && load_acquire(&arena_index[next >> ARENA_SHIFT]) == NULL)
-				next += ARENA_SIZE;
+		uintptr_t next = skip_unmapped(cur, end);
+		if (next != cur) {
 			__atomic_compare_exchange_n(&W.cursor, &cur, next, false, __ATOMIC_RELAXED,
 						    __ATOMIC_RELAXED);
 			continue;
