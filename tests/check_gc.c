@@ -51,14 +51,9 @@
  * all stay). And it delays a signal to a thread blocked in pthread_mutex_lock until the lock is
  * taken, so a thread waiting for a lock the collector holds never acknowledges the stop (a
  * deadlock, see test_fork_while_allocating). */
-#if defined(__SANITIZE_THREAD__)
+#ifdef CGC_TSAN /* alloc/atomic.h, through tests/testutil.h */
 #define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#ifndef UNDER_TSAN
+#else
 #define UNDER_TSAN 0
 #endif
 
@@ -155,7 +150,7 @@ struct baton {
 
 static NOINLINE void baton_set(struct baton *b, int step)
 {
-	test_lock(&b->m);
+	lock_acquire(&b->m);
 	b->step = step;
 	pthread_cond_broadcast(&b->c);
 	pthread_mutex_unlock(&b->m);
@@ -163,7 +158,7 @@ static NOINLINE void baton_set(struct baton *b, int step)
 
 static NOINLINE void baton_wait(struct baton *b, int step)
 {
-	test_lock(&b->m);
+	lock_acquire(&b->m);
 	while (b->step < step)
 		pthread_cond_wait(&b->c, &b->m);
 	pthread_mutex_unlock(&b->m);
@@ -267,20 +262,25 @@ START_TEST(test_root_dlopen_global)
 }
 END_TEST
 
-struct lib_tls_job {
-	struct lib *l;
+/* A TLS root, through its setter: set(p) stores p in a thread-local variable (of the executable
+ * or of the dlopen()ed library). The object survives while only that variable holds it, in the
+ * main thread and in another, and goes once the variable is cleared. */
+struct tls_job {
+	void (*set)(void *);
+	size_t n;
+	unsigned tag;
 	struct baton b;
 	uintptr_t h;
 };
 
-static void *lib_tls_thread(void *arg)
+static void *tls_thread(void *arg)
 {
-	struct lib_tls_job *j = arg;
-	j->h = make_lib_obj(j->l->set_tls, 300, 9);
+	struct tls_job *j = arg;
+	j->h = make_lib_obj(j->set, j->n, j->tag);
 	clear_stack();
 	baton_set(&j->b, 1);
 	baton_wait(&j->b, 2); /* main collects */
-	j->l->set_tls(NULL);
+	j->set(NULL);
 	clear_stack();
 	baton_set(&j->b, 3);
 	/* Gone before main looks for the object to be reclaimed: a live thread's callee-saved
@@ -289,29 +289,33 @@ static void *lib_tls_thread(void *arg)
 	return NULL;
 }
 
-START_TEST(test_root_dlopen_tls)
+static void tls_case(void (*set)(void *), size_t n, unsigned tag)
 {
-	struct lib l;
-	lib_open(&l);
-	/* The main thread's block of the module: allocated by glibc on first use, after dlopen. */
-	uintptr_t h = make_lib_obj(l.set_tls, 300, 8);
+	uintptr_t h = make_lib_obj(set, n, tag);
 	COLLECT();
-	ASSERT_ALIVE(h, 300, 8);
-	l.set_tls(NULL);
+	ASSERT_ALIVE(h, n, tag);
+	set(NULL);
 	COLLECT();
 	ASSERT_RECLAIMED(h);
-	/* Another thread's block. */
-	struct lib_tls_job j = {.l = &l, .b = BATON_INIT};
+	struct tls_job j = {.set = set, .n = n, .tag = tag + 1, .b = BATON_INIT};
 	pthread_t t;
-	ck_assert_int_eq(pthread_create(&t, NULL, lib_tls_thread, &j), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, tls_thread, &j), 0);
 	baton_wait(&j.b, 1);
 	COLLECT();
-	ASSERT_ALIVE(j.h, 300, 9);
+	ASSERT_ALIVE(j.h, n, tag + 1);
 	baton_set(&j.b, 2);
 	baton_wait(&j.b, 3);
 	pthread_join(t, NULL);
 	COLLECT();
 	ASSERT_RECLAIMED(j.h);
+}
+
+START_TEST(test_root_dlopen_tls)
+{
+	struct lib l;
+	lib_open(&l);
+	/* Each thread's block of the module: allocated by glibc on first use, after dlopen. */
+	tls_case(l.set_tls, 300, 8);
 	ck_assert_int_eq(dlclose(l.handle), 0);
 	COLLECT();
 }
@@ -321,54 +325,15 @@ END_TEST
 
 static __thread void *volatile tls_slot;
 
-static NOINLINE uintptr_t make_tls_obj(size_t n, unsigned tag)
+static NOINLINE void set_tls_slot(void *p)
 {
-	return make_obj(n, tag, &tls_slot);
-}
-
-static NOINLINE void clear_tls(void)
-{
-	tls_slot = NULL;
-}
-
-struct tls_job {
-	struct baton b;
-	uintptr_t h;
-};
-
-static void *static_tls_thread(void *arg)
-{
-	struct tls_job *j = arg;
-	j->h = make_tls_obj(200, 11);
-	clear_stack();
-	baton_set(&j->b, 1);
-	baton_wait(&j->b, 2);
-	clear_tls();
-	clear_stack();
-	baton_set(&j->b, 3);
-	return NULL; /* before main checks the object is reclaimed: see lib_tls_thread */
+	tls_slot = p;
 }
 
 START_TEST(test_root_static_tls)
 {
 	/* The main thread's static TLS is not on its stack (glibc puts it in a mapping of its own). */
-	uintptr_t h = make_tls_obj(200, 10);
-	COLLECT();
-	ASSERT_ALIVE(h, 200, 10);
-	clear_tls();
-	COLLECT();
-	ASSERT_RECLAIMED(h);
-	struct tls_job j = {.b = BATON_INIT};
-	pthread_t t;
-	ck_assert_int_eq(pthread_create(&t, NULL, static_tls_thread, &j), 0);
-	baton_wait(&j.b, 1);
-	COLLECT();
-	ASSERT_ALIVE(j.h, 200, 11);
-	baton_set(&j.b, 2);
-	baton_wait(&j.b, 3);
-	pthread_join(t, NULL);
-	COLLECT();
-	ASSERT_RECLAIMED(j.h);
+	tls_case(set_tls_slot, 200, 10);
 }
 END_TEST
 

@@ -251,7 +251,7 @@ static void die(const void *p, size_t size, const char *fmt, ...)
 static void die(const void *p, size_t size, const char *fmt, ...)
 {
 	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	test_lock(&lock);
+	lock_acquire(&lock);
 	char msg[512];
 	va_list ap;
 	va_start(ap, fmt);
@@ -736,7 +736,7 @@ static void op_mailbox(struct worker *w)
 	set_kid(s.parent, s.i, (struct ref){0});
 	w->live_bytes -= mine_bytes;
 	uint32_t j = (uint32_t)rng_below(&w->rng, MAILBOX_SLOTS);
-	test_lock(&mailbox_lock);
+	lock_acquire(&mailbox_lock);
 	if (verify(mailbox, "the mailbox") != K_HDR)
 		die(mailbox.p, 0, "the mailbox is not a node");
 	struct obj *mb = (struct obj *)mailbox.p;

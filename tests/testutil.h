@@ -3,13 +3,16 @@
 #ifndef CGC_TESTUTIL_H
 #define CGC_TESTUTIL_H
 
-#include <pthread.h>
-#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Tests whose threads allocate take their mutexes with lock_acquire, as cgc takes its own: under
+ * ThreadSanitizer a plain pthread_mutex_lock on a lock whose holder the collector stopped would
+ * never see the stop signal, and both would wait forever. It also defines CGC_TSAN. */
+#include "alloc/atomic.h"
 
 /* xorshift64*: small, fast, good enough to pick sizes and victims. */
 static inline uint64_t rng_next(uint64_t *s)
@@ -58,20 +61,6 @@ static inline double test_timeout(double dflt)
 {
 	const char *e = getenv("CK_DEFAULT_TIMEOUT");
 	return e && atof(e) > dflt ? atof(e) : dflt;
-}
-
-/* A mutex for tests whose threads allocate. ThreadSanitizer holds back a signal to a thread blocked
- * in pthread_mutex_lock until the call returns; if the holder is stopped by the collector, the
- * waiter never acknowledges the stop and both wait forever. Under TSan the lock is taken with
- * trylock and sched_yield, as cgc takes its own (alloc/atomic.h); elsewhere as usual. */
-static inline void test_lock(pthread_mutex_t *m)
-{
-#if defined(__SANITIZE_THREAD__)
-	while (pthread_mutex_trylock(m) != 0)
-		sched_yield();
-#else
-	pthread_mutex_lock(m);
-#endif
 }
 
 #endif
