@@ -126,6 +126,8 @@ void mheap_free_span(span_t *s);                          /* takes the mheap loc
                                                              must be swept (sweep_ensure) */
 bool mheap_shrink_large(span_t *s, size_t npages);        /* takes the mheap lock */
 void mheap_free_span_locked(span_t *s);
+span_t *mheap_take_deferred_locked(void);
+void mheap_free_deferred(span_t *list);
 void mheap_scavenge(uint64_t now, uint64_t min_idle_ns);  /* mheap lock held */
 void mheap_release_idle(uint64_t min_idle_ns);           /* takes the lock; test and GC hook */
 void mheap_validate(void);                                /* takes the lock; aborts on error */

@@ -404,6 +404,9 @@ CGC_API void *cgc_realloc(void *p, size_t n)
 	void *q = noscan ? cgc_malloc_atomic(n) : cgc_malloc(n);
 	if (q == NULL)
 		return NULL; /* p is untouched and still valid */
+	/* q is black while a mark runs; what it inherits from p must not stay white. */
+	if (!noscan && unlikely(load_relaxed(&mheap.marking)))
+		gc_realloc_shade(p, n < old ? n : old);
 	memcpy(q, p, n < old ? n : old);
 	free_small(p, "realloc");
 	return q;

@@ -196,6 +196,11 @@ retry:
 	 * marks its head, or finds the popped object in our registers (collector.md 5.3). */
 	if (unlikely(c->sweepgen != load_acquire(&mheap.sweepgen)))
 		goto retry;
+	/* Allocate black while a concurrent mark runs: every slot the fast path may hand out until
+	 * the next refill is marked now. Read after s became current: a mark that began since then
+	 * marked them itself at its start (doc/design/collector.md 8.2). */
+	if (unlikely(load_acquire(&mheap.marking)))
+		mark_free_slots(s);
 	void *p = s->freelist;
 	s->freelist = obj_get_next(p);
 	counter_add_owner(&s->nalloc, 1);

@@ -261,6 +261,9 @@ span_t *mheap_alloc_small(unsigned spc)
 			s = NULL;
 		} else {
 			mheap.nspans[spc]++;
+			/* The kind last, with release: a concurrent marker that finds the span through the
+			 * map of its first page reads the rest only after it (gc/mark.c, mark_word). */
+			store_release(&s->kind, spc == TINY_SPC ? SPAN_TINY : SPAN_SMALL);
 			spanmap_set(s->base, s->npages, s);
 		}
 	}
@@ -285,11 +288,12 @@ span_t *mheap_alloc_large(size_t npages, unsigned spc, uintptr_t *inflight)
 		s->local_free = NULL;
 		s->large_state = OBJ_ALLOC;
 		s->state = &s->large_state;
-		s->large_mark = 0;
+		/* Born marked while a concurrent mark runs (allocate black). */
+		s->large_mark = (uint8_t)(load_relaxed(&mheap.marking) != 0);
 		s->marks = &s->large_mark;
 		store_relaxed(&s->owner, NULL);
 		store_relaxed(&s->thread_free, 0);
-		store_relaxed(&s->kind, SPAN_LARGE);
+		store_release(&s->kind, SPAN_LARGE);
 		mheap.nspans[spc]++;
 		mheap.large_nmalloc++;
 		mheap.large_inuse += s->elemsize;
@@ -310,6 +314,12 @@ span_t *mheap_alloc_large(size_t npages, unsigned spc, uintptr_t *inflight)
 void mheap_free_span_locked(span_t *s)
 {
 	CHECK(s->magic == SPAN_MAGIC && s->where == WHERE_NONE);
+	if (load_relaxed(&mheap.marking) && s->kind != SPAN_FREE) {
+		/* Marking reads spans without locks: this one is freed at mark termination. */
+		s->next = mheap.deferred;
+		mheap.deferred = s;
+		return;
+	}
 	if (s->kind == SPAN_LARGE) {
 		mheap.large_nfree++;
 		mheap.large_inuse -= s->elemsize;
@@ -344,6 +354,25 @@ void mheap_free_span_locked(span_t *s)
 		mheap_validate_locked();
 }
 
+/* Mark termination (lock held, world stopped, marking over): the spans freed while it ran, to
+ * be given to mheap_free_deferred once the allocator's locks are released. */
+span_t *mheap_take_deferred_locked(void)
+{
+	span_t *s = mheap.deferred;
+	mheap.deferred = NULL;
+	return s;
+}
+
+void mheap_free_deferred(span_t *s)
+{
+	while (s) {
+		span_t *next = s->next;
+		s->next = NULL;
+		mheap_free_span(s);
+		s = next;
+	}
+}
+
 void mheap_free_span(span_t *s)
 {
 	/* A sweeper may be reading the span's slots: let it finish first (collector.md 6.4). */
@@ -360,6 +389,11 @@ void mheap_free_span(span_t *s)
 bool mheap_shrink_large(span_t *s, size_t npages)
 {
 	lock_acquire(&mheap.lock);
+	if (load_relaxed(&mheap.marking)) {
+		/* A marker may be scanning the object at its old length: no shrinking meanwhile. */
+		pthread_mutex_unlock(&mheap.lock);
+		return false;
+	}
 	span_t *tail = span_struct_new();
 	if (tail == NULL) {
 		pthread_mutex_unlock(&mheap.lock);

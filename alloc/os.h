@@ -35,4 +35,9 @@ void **os_thread_dtv(uintptr_t tp);
 uintptr_t os_mapped_down(uintptr_t hi, uintptr_t floor);
 /* CPU time of the calling thread, ns. */
 uint64_t os_thread_cputime(void);
+/* Sleeps about ns nanoseconds (a signal may cut it short). */
+void os_sleep_ns(uint64_t ns);
+/* pthread_cond_timedwait for at most ns from now, on a condition variable of the default clock. */
+#include <pthread.h>
+void os_cond_timedwait_ns(pthread_cond_t *c, pthread_mutex_t *m, uint64_t ns);
 #endif

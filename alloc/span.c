@@ -24,7 +24,7 @@ void span_init_objects(span_t *s, unsigned spc)
 {
 	unsigned cl = spc == TINY_SPC ? size_to_class(TINY_SIZE) : spc >> 1;
 	s->spc = (uint8_t)spc;
-	s->kind = spc == TINY_SPC ? SPAN_TINY : SPAN_SMALL;
+	/* kind is set by the caller, last (alloc/mheap.c). */
 	s->elemsize = sc_size[cl];
 	s->divmul = sc_divmul[cl];
 	s->nelems = sc_nelems[cl];

@@ -229,6 +229,12 @@ typedef struct mheap {
 	size_t large_inuse;                  /* bytes in live large objects */
 	uint64_t last_scavenge;              /* ns */
 	uint32_t sweepgen;                   /* the collector's cycle counter x2 (see mcentral_t) */
+	/* A concurrent mark runs (set and cleared under this lock with the world stopped): new
+	 * objects are born marked, and spans are not freed but kept on `deferred` until mark
+	 * termination, because marking reads span structs and their mark arrays without locks
+	 * (doc/design/collector.md 8.4). */
+	uint32_t marking;                    /* atomic */
+	span_t *deferred;                    /* spans to free at mark termination (via next) */
 	mcache_t *mcaches;                   /* registry of all mcaches, live and pooled */
 	span_t *span_pool;                   /* span structs not in use: never given back to meta,
 	                                        so a stale span pointer still points at a span

@@ -8,6 +8,7 @@
 
 #include "alloc/alloc.h"
 #include "alloc/os.h"
+#include "barrier/barrier.h"
 #include "gc/gc.h"
 #include "include/cgc.h"
 
@@ -19,7 +20,9 @@ NONROOT static pthread_mutex_t gc_lock = PTHREAD_MUTEX_INITIALIZER;
 /* What one cycle measured, for gctrace and the statistics. */
 typedef struct cycle {
 	bool forced;
-	uint64_t t_start, t_stopped, t_marked, t_done;  /* ns */
+	bool concurrent;
+	uint64_t t_start, t_stopped, t_done;    /* ns: the (first) stop, stopped, restarted at the end */
+	uint64_t t_restart1, t_stop2;           /* concurrent: end of the first stop, second stop */
 	uint64_t mark_cpu_ns;
 	size_t heap_start, heap_marked_end, marked, goal;
 	size_t globals, stacks;
@@ -50,11 +53,11 @@ static void alloc_locks_release(void)
 
 /* Scans our own stack from below the registers just saved. noinline: its frame, holding ctx,
  * lies below every frame of the caller's. */
-static NOINLINE void mark_roots(gcwork_t *w, cycle_t *cy)
+static NOINLINE void mark_roots(gcwork_t *w, cycle_t *cy, bool now)
 {
 	unw_context_t ctx;
 	unw_getcontext(&ctx);
-	roots_push_all(w, (uintptr_t)&ctx, &cy->globals, &cy->stacks);
+	roots_push_all(w, (uintptr_t)&ctx, &cy->globals, &cy->stacks, now);
 	__asm__ volatile("" ::"r"(&ctx) : "memory");
 }
 
@@ -83,12 +86,32 @@ static void mark_termination(void)
 	store_release(&mheap.sweepgen, mheap.sweepgen + 2);
 }
 
+/* The start of a concurrent mark, with the world stopped: from here on every object is born
+ * black (collector.md 8.2). The slots the caches can hand out before their next refill are marked
+ * now; later refills mark their own (alloc/mcache.c). A tiny block in use was allocated white: it
+ * is dropped, so new tiny objects go to black blocks. A large object in flight is marked. */
+static void mark_start_black(void)
+{
+	store_relaxed(&mheap.marking, 1);
+	for (mcache_t *c = mheap.mcaches; c; c = c->all_next) {
+		uintptr_t inflight = load_relaxed(&c->inflight);
+		if (inflight)
+			mark_slot_black(inflight);
+		for (unsigned spc = 0; spc < NUM_SPAN_CLASSES; spc++) {
+			span_t *s = load_relaxed(&c->cur[spc]);
+			if (s != &empty_span)
+				mark_free_slots(s);
+		}
+		store_relaxed(&c->tiny, 0);
+	}
+}
+
 static void trace_cycle(const cycle_t *cy)
 {
 	double mb = 1.0 / (1 << 20);
-	double a = (double)(cy->t_stopped - cy->t_start) / 1e6;
-	double b = (double)(cy->t_marked - cy->t_stopped) / 1e6;
-	double c = (double)(cy->t_done - cy->t_marked) / 1e6;
+	double a = (double)(cy->t_restart1 - cy->t_start) / 1e6;
+	double b = (double)(cy->t_stop2 - cy->t_restart1) / 1e6;
+	double c = (double)(cy->t_done - cy->t_stop2) / 1e6;
 	double since = (double)(cy->t_done - gc.start_ns) / 1e9;
 	double avail = since * 1e9 * gc_opt.procs;
 	int pct = avail > 0 ? (int)(100.0 * (double)gc.gc_cpu_ns / avail + 0.5) : 0;
@@ -101,103 +124,289 @@ static void trace_cycle(const cycle_t *cy)
 	char line[512];
 	snprintf(line, sizeof line,
 		 "gc %llu @%.3fs %d%%: %.3f+%.3f+%.3f ms clock, %.3f+%.3f+%.3f ms cpu, "
-		 "%.1f->%.1f->%.1f MB, %s goal, %.1f MB stacks, %.1f MB globals, %d P%s (stw)\n",
+		 "%.1f->%.1f->%.1f MB, %s goal, %.1f MB stacks, %.1f MB globals, %d P%s%s\n",
 		 (unsigned long long)gc.cycle, since, pct, a, b, c, a, (double)cy->mark_cpu_ns / 1e6, c,
 		 (double)cy->heap_start * mb, (double)cy->heap_marked_end * mb, (double)cy->marked * mb,
 		 goal, (double)cy->stacks * mb, (double)cy->globals * mb, cy->workers,
+		 cy->concurrent ? (gc.barrier ? " (barrier)" : " (dirty)") : " (stw)",
 		 cy->forced ? " (forced)" : "");
 	os_write_stderr(line, strlen(line));
 }
 
-/* One full cycle (gc_lock held). Reads as the phases it goes through. */
-static void run_cycle(bool forced)
+/* Whether this cycle may mark beside the program: only when it will learn of every pointer the
+ * program stores meanwhile, through the barrier it promised to use (collector.md 8.1). */
+static bool cycle_concurrent(void)
+{
+	return !gc_opt.stw && gc.barrier;
+}
+
+static void stop_world(cycle_t *cy, uint64_t *t)
+{
+	threads_lock_registry();
+	alloc_locks_take();
+	*t = os_nanotime();
+	world_stop();
+}
+
+static void start_world(void)
+{
+	/* Locks first, then the world: threads woken first would take the CPU from us while we still
+	 * held locks they wait for (measured: milliseconds on 2 cores). */
+	alloc_locks_release();
+	world_start();
+	threads_unlock_registry();
+}
+
+/* One full cycle (gc_lock and the roots lock held). Reads as the phases it goes through; a
+ * concurrent cycle stops the world twice, a stop-the-world one once (collector.md 2). */
+static void run_cycle(bool forced, bool inline_stw)
 {
 	cycle_t cy = {.forced = forced};
 	gcwork_t w = {0};
 	int64_t since = load_relaxed(&gc.alloc_since);
+	int64_t alloc_at_start = 0;
+	size_t conc_marked = 0;
+	uint64_t conc_cpu = 0;
 	cy.heap_start = gc.heap_marked + (size_t)(since > 0 ? since : 0);
 	cy.goal = load_relaxed(&gc.goal);
+	cy.concurrent = !inline_stw && cycle_concurrent();
 	for (int phase = GC_OFF;;) {
-		store_relaxed(&gc.phase, phase);
 		switch (phase) {
 		case GC_OFF:
 			/* The last cycle's sweep must be complete before marking may set bits, and every
 			 * sweeper out of its span (collector.md 6.6). World running. */
 			sweep_finish();
-			roots_lock();
 			roots_snapshot();
-			threads_lock_registry();
-			alloc_locks_take();
-			cy.t_start = os_nanotime();
-			world_stop();
+			stop_world(&cy, &cy.t_start);
 			cy.t_stopped = os_nanotime();
 			phase = GC_MARK;
 			break;
 		case GC_MARK:
-			mark_roots(&w, &cy);
-			cy.marked = mark_drain_parallel(&w, &cy.mark_cpu_ns, &cy.workers);
-			cy.t_marked = os_nanotime();
-			cy.heap_marked_end = cy.heap_start;
+			if (!cy.concurrent) {
+				mark_roots(&w, &cy, false);
+				cy.marked = mark_drain_parallel(&w, &cy.mark_cpu_ns, &cy.workers);
+				cy.t_restart1 = cy.t_stop2 = os_nanotime();
+				phase = GC_MARK_TERMINATION;
+				break;
+			}
+			/* The first stop: allocate black and the barrier on, then the roots that can
+			 * change or vanish once the world runs (stacks, TLS, registers) are scanned now;
+			 * the data segments are queued for the workers. */
+			mark_start_black();
+			barrier_enable(true);
+			store_release(&gc.phase, GC_MARK);
+			mark_roots(&w, &cy, true);
+			mark_flush(&w);
+			mark_concurrent_reset(w.marked_bytes);
+			w.marked_bytes = 0;
+			pacer_mark_start();
+			alloc_at_start = load_relaxed(&gc.alloc_since);
+			cy.t_restart1 = os_nanotime();
+			start_world();
+			/* Beside the program: background workers, and assists by allocating threads. */
+			mark_concurrent_start();
+			while (!mark_concurrent_wait(100 * 1000 * 1000))
+				;
+			conc_marked = mark_concurrent_stop(&conc_cpu);
+			/* The second stop: mark termination. */
+			stop_world(&cy, &cy.t_stop2);
 			phase = GC_MARK_TERMINATION;
 			break;
 		case GC_MARK_TERMINATION:
+			if (cy.concurrent) {
+				/* What the barrier buffered, and the globals again (a library may store
+				 * without the barrier, barrier.md 4); then whatever is left, in parallel. */
+				barrier_flush_all();
+				roots_push_globals(&w);
+				uint64_t cpu = 0;
+				cy.marked = conc_marked + mark_drain_parallel(&w, &cpu, &cy.workers);
+				cy.mark_cpu_ns = conc_cpu + cpu;
+				if (gc_opt.checkmark)
+					mark_checkmark();
+				barrier_enable(false);
+			}
+			store_release(&gc.phase, GC_MARK_TERMINATION);
+			store_relaxed(&mheap.marking, 0);
+			span_t *deferred = mheap_take_deferred_locked();
+			cy.heap_marked_end = gc.heap_marked + (size_t)(load_relaxed(&gc.alloc_since) > 0
+									? load_relaxed(&gc.alloc_since) : 0);
 			mark_termination();
-			pacer_cycle_done(cy.marked, cy.globals + cy.stacks);
+			pacer_cycle_done(cy.marked, cy.globals + cy.stacks,
+					 cy.concurrent ? load_relaxed(&gc.alloc_since) - alloc_at_start : 0,
+					 cycle_concurrent());
 			sweep_cycle_start(cy.marked, load_relaxed(&gc.goal));
-			/* Locks first, then the world: threads woken first would take the CPU from us
-			 * while we still held locks they wait for (measured: milliseconds on 2 cores). */
-			alloc_locks_release();
-			roots_unlock();
 			/* The pause ends when the world is woken; after the wake-up on a busy machine this
 			 * thread may wait for a CPU, which is not the program's pause. */
 			cy.t_done = os_nanotime();
-			world_start();
-			threads_unlock_registry();
+			start_world();
+			mheap_free_deferred(deferred);
 			phase = GC_SWEEP;
 			break;
 		case GC_SWEEP:
+			store_release(&gc.phase, GC_SWEEP);
 			sweep_start_background();
 			goto done;
 		}
 	}
 done:;
-	uint64_t pause = cy.t_done - cy.t_start;
+	uint64_t p1 = cy.concurrent ? cy.t_restart1 - cy.t_start : 0;
+	uint64_t p2 = cy.t_done - cy.t_stop2;
+	if (!cy.concurrent)
+		p2 = cy.t_done - cy.t_start;
+	uint64_t pmax = p1 > p2 ? p1 : p2;
 	gc.cycle++;
-	gc.pause_total_ns += pause;
-	gc.pause_last_ns = pause;
-	if (pause > gc.pause_max_ns)
-		gc.pause_max_ns = pause;
+	gc.pause_total_ns += p1 + p2;
+	gc.pause_last_ns = pmax;
+	if (pmax > gc.pause_max_ns)
+		gc.pause_max_ns = pmax;
 	gc.mark_cpu_ns += cy.mark_cpu_ns;
-	/* The collecting thread's own share counts once, in the mark CPU, plus the stop itself. */
-	/* CPU for gctrace's P%: every worker's marking, plus stopping and restarting the world. */
-	gc.gc_cpu_ns += cy.mark_cpu_ns + (cy.t_stopped - cy.t_start) + (cy.t_done - cy.t_marked);
+	/* CPU for gctrace's P%: every worker's marking, plus the stops. */
+	gc.gc_cpu_ns += cy.mark_cpu_ns + p1 + p2;
 	if (gc_opt.gctrace)
 		trace_cycle(&cy);
 }
 
+/* ---- the collector thread ---------------------------------------------------------------- */
+
+/* Cycles run on cgc's own thread (never registered, never stopped), so the thread that crossed
+ * the trigger goes on allocating while a concurrent mark runs. cgc_collect asks for a cycle and
+ * waits for it. */
+NONROOT static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;        /* the collector: a cycle is wanted */
+	pthread_cond_t done;        /* cgc_collect callers: a cycle finished */
+	uint64_t requested;         /* forced cycles asked for */
+	uint64_t served;            /* forced requests a finished cycle covered */
+	int want;                   /* the trigger was crossed */
+	int started;                /* the thread runs */
+	int busy;                   /* it is between taking a request and finishing it */
+	uint64_t rounds;            /* requests it finished (whether or not a cycle was due) */
+} K = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
+       .done = PTHREAD_COND_INITIALIZER};
+
+/* gc_lock and the roots lock, in that order; the roots lock only by trylock (roots_trylock). */
+static void cycle_locks_take(void)
+{
+	for (;;) {
+		lock_acquire(&gc_lock);
+		if (roots_trylock())
+			return;
+		pthread_mutex_unlock(&gc_lock);
+		os_sleep_ns(1000 * 1000);
+	}
+}
+
+static void cycle_locks_release(void)
+{
+	store_relaxed(&gc.phase, GC_OFF);
+	roots_unlock();
+	pthread_mutex_unlock(&gc_lock);
+}
+
+static void *collector_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		lock_acquire(&K.lock);
+		while (!K.want && K.requested == K.served)
+			pthread_cond_wait(&K.wake, &K.lock);
+		uint64_t req = K.requested;
+		bool forced = req != K.served;
+		K.want = 0;
+		K.busy = 1;
+		pthread_mutex_unlock(&K.lock);
+		cycle_locks_take();
+		if (forced || pacer_over_trigger())
+			run_cycle(forced, false);
+		cycle_locks_release();
+		lock_acquire(&K.lock);
+		K.served = req;
+		K.busy = 0;
+		K.rounds++;
+		pthread_cond_broadcast(&K.done);
+		pthread_mutex_unlock(&K.lock);
+	}
+	return NULL;
+}
+
+/* K.lock held. */
+static void collector_start_locked(void)
+{
+	if (K.started)
+		return;
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (threads_create_internal(&t, &attr, collector_main, NULL) != 0)
+		cgc_fatal("cgc: cannot start the collector thread");
+	pthread_attr_destroy(&attr);
+	K.started = 1;
+}
+
 void gc_collect_internal(bool forced)
 {
-	lock_acquire(&gc_lock);
-	/* Another thread may have collected while we waited for the lock. */
-	if (forced || pacer_over_goal())
-		run_cycle(forced);
+	if (roots_held()) {
+		/* Inside dlopen (a library constructor): the collector thread would wait for the
+		 * loader, which waits for us. Collect here, stopping the world. */
+		lock_acquire(&gc_lock);
+		roots_lock();
+		run_cycle(forced, true);
+		cycle_locks_release();
+		sweep_finish();
+		return;
+	}
+	lock_acquire(&K.lock);
+	collector_start_locked();
+	uint64_t my = ++K.requested;
+	pthread_cond_signal(&K.wake);
+	while (K.served < my)
+		pthread_cond_wait(&K.done, &K.lock);
+	pthread_mutex_unlock(&K.lock);
 	if (forced)
 		sweep_finish();
-	store_relaxed(&gc.phase, GC_OFF);
-	pthread_mutex_unlock(&gc_lock);
 }
 
 void gc_maybe_trigger(void)
 {
-	if (likely(!pacer_over_goal()))
+	if (unlikely(load_relaxed(&gc.phase) == GC_MARK)) {
+		mark_assist();
 		return;
-	/* One thread collects; the others keep allocating (the collector will stop them). */
-	if (pthread_mutex_trylock(&gc_lock) != 0)
+	}
+	if (likely(!pacer_over_trigger()))
 		return;
-	if (pacer_over_goal())
-		run_cycle(false);
-	store_relaxed(&gc.phase, GC_OFF);
+	bool concurrent = cycle_concurrent();
+	if (concurrent && load_relaxed(&K.want))
+		return;
+	lock_acquire(&K.lock);
+	collector_start_locked();
+	K.want = 1;
+	pthread_cond_signal(&K.wake);
+	/* A stop-the-world cycle would stop this thread anyway: it waits for the cycle, so that the
+	 * heap does not grow past the goal meanwhile (the allocating thread pays, as it did when it
+	 * ran the cycle itself). A round already under way may have checked the trigger before we
+	 * crossed it: wait for the next one too. */
+	if (!concurrent && !roots_held()) {
+		uint64_t until = K.rounds + 1 + (uint64_t)K.busy;
+		while (K.rounds < until && pacer_over_trigger())
+			pthread_cond_wait(&K.done, &K.lock);
+	}
+	pthread_mutex_unlock(&K.lock);
+}
+
+void gc_realloc_shade(const void *p, size_t len)
+{
+	barrier_shade_range(p, len);
+}
+
+int gc_set_barrier(bool on)
+{
+	lock_acquire(&gc_lock);
+	int old = gc.barrier;
+	gc.barrier = on;
+	pacer_set_trigger(cycle_concurrent());
 	pthread_mutex_unlock(&gc_lock);
+	return old;
 }
 
 /* ---- public ------------------------------------------------------------------------------ */
@@ -215,6 +424,7 @@ CGC_API int cgc_set_percent(int percent)
 	int old = gc_opt.percent;
 	gc_opt.percent = percent < 0 ? -1 : percent;
 	store_relaxed(&gc.goal, pacer_goal(gc.heap_marked, gc.root_bytes));
+	pacer_set_trigger(cycle_concurrent());
 	pthread_mutex_unlock(&gc_lock);
 	return old;
 }
@@ -226,6 +436,7 @@ CGC_API size_t cgc_set_memlimit(size_t bytes)
 	size_t old = gc_opt.memlimit;
 	gc_opt.memlimit = bytes;
 	store_relaxed(&gc.goal, pacer_goal(gc.heap_marked, gc.root_bytes));
+	pacer_set_trigger(cycle_concurrent());
 	pthread_mutex_unlock(&gc_lock);
 	return old;
 }
@@ -260,10 +471,12 @@ static void fork_prepare(void)
 	threads_fork_prepare();
 	mark_fork_prepare();
 	sweep_fork_prepare();
+	lock_acquire(&K.lock);
 }
 
 static void fork_parent(void)
 {
+	pthread_mutex_unlock(&K.lock);
 	sweep_fork_parent();
 	mark_fork_parent();
 	threads_fork_parent();
@@ -273,6 +486,13 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
+	/* The collector thread did not survive the fork: the first trigger starts a new one. */
+	pthread_cond_init(&K.wake, NULL);
+	pthread_cond_init(&K.done, NULL);
+	K.started = 0;
+	K.want = 0;
+	K.served = K.requested;
+	pthread_mutex_unlock(&K.lock);
 	sweep_fork_child();
 	mark_fork_child();
 	threads_fork_child();
@@ -292,6 +512,7 @@ void gc_init(void)
 	gc.start_ns = os_nanotime();
 	options_init();
 	gc.goal = pacer_goal(0, 0);
+	pacer_set_trigger(false);
 	threads_init();
 	roots_init();
 	mark_init();

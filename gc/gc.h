@@ -17,6 +17,7 @@
 #define GC_MAX_PROCS 256
 #define WBUF_ITEMS 510                     /* grey items per work buffer (8 KiB buffers) */
 #define SCAN_CHUNK ((size_t)64 << 10)      /* large objects and roots are scanned in pieces */
+#define ASSIST_SLICE ((size_t)128 << 10)   /* an assist's work between chances to be stopped */
 
 /* A marking worker's grey work (gc/mark.c). */
 typedef struct wbuf wbuf_t;
@@ -24,6 +25,8 @@ typedef struct gcwork {
 	wbuf_t *buf;                  /* current buffer */
 	size_t marked_bytes;          /* bytes this worker marked */
 	size_t scanned_bytes;
+	bool check;                   /* checkmark's verification scan (collector.md 8.6) */
+	uintptr_t check_root, check_parent, check_at; /* for its report */
 } gcwork_t;
 
 /* ---- the collector's state (gc/collector.c) ----------------------------------------------- */
@@ -38,6 +41,8 @@ typedef struct gc_options {
 	int signo;                   /* CGC_SIGNAL */
 	char signame[16];            /* its name, for messages */
 	int gctrace;                 /* CGC_DEBUG=gctrace=1 */
+	int stw;                     /* CGC_DEBUG=stw=1: every cycle stops the world to mark */
+	int checkmark;               /* CGC_DEBUG=checkmark=1: verify each concurrent mark */
 } gc_options_t;
 
 extern gc_options_t gc_opt;
@@ -57,6 +62,10 @@ typedef struct gc_state {
 	uint64_t gc_cpu_ns;          /* everything the collector spent, for gctrace's P% */
 	uint64_t swept_objects;      /* atomic */
 	uint64_t sweep_active;       /* atomic: threads holding a sweep claim right now */
+	/* Concurrent marking (collector.md 8). */
+	int barrier;                 /* the program promised CGC_WRITE (cgc_set_barrier) */
+	size_t trigger;              /* atomic: heap_live at which a concurrent cycle starts */
+	double assist_ratio;         /* bytes to scan per byte allocated while marking */
 } gc_state_t;
 
 extern gc_state_t gc;
@@ -74,11 +83,16 @@ void gc_collect_internal(bool forced);
 void gc_maybe_trigger(void);
 struct cgc_stats;
 void gc_fill_stats(struct cgc_stats *st);   /* the collector's fields of cgc_get_stats */
+int gc_set_barrier(bool on);                /* cgc_set_barrier; returns the old setting */
+/* While marking runs: objects the caller is about to copy into a new one are shaded first. */
+void gc_realloc_shade(const void *p, size_t len);
 
 /* ---- gc/pacer.c --------------------------------------------------------------------------- */
 
 void pacer_account(int64_t bytes);          /* bytes handed out (negative: given back) */
-void pacer_cycle_done(size_t marked, size_t root_bytes);
+void pacer_cycle_done(size_t marked, size_t root_bytes, int64_t alloc_during, bool concurrent);
+void pacer_set_trigger(bool concurrent);
+void pacer_mark_start(void);
 size_t pacer_goal(size_t marked, size_t root_bytes); /* pure: the goal for these inputs */
 
 static inline bool pacer_over_goal(void)
@@ -86,6 +100,17 @@ static inline bool pacer_over_goal(void)
 	int64_t since = load_relaxed(&gc.alloc_since);
 	return since > 0 && gc.heap_marked + (size_t)since >= load_relaxed(&gc.goal);
 }
+
+/* Time to start a cycle: the goal for a stop-the-world one, earlier for a concurrent one, so
+ * that it finishes near the goal (gc/pacer.c). */
+static inline bool pacer_over_trigger(void)
+{
+	int64_t since = load_relaxed(&gc.alloc_since);
+	return since > 0 && gc.heap_marked + (size_t)since >= load_relaxed(&gc.trigger);
+}
+
+/* Bytes this thread was handed since its last mark assist (gc/pacer.c). */
+extern __thread int64_t tls_unassisted __attribute__((tls_model("initial-exec")));
 
 /* ---- gc/threads.c: the thread registry and stopping the world ------------------------------ */
 
@@ -103,6 +128,7 @@ typedef struct gthread {
 	void *regs;                    /* registers saved by cgc_enter_blocking (scanned) */
 	size_t regs_size;
 	int self_made;                 /* registered by cgc_register_thread */
+	struct wbbuf *wb;              /* its write barrier buffer (barrier/barrier.h) */
 } gthread_t;
 
 extern __thread gthread_t *tls_gthread __attribute__((tls_model("initial-exec")));
@@ -115,7 +141,8 @@ void threads_unlock_registry(void);
 /* Stops every other registered thread (registry locked); returns how many were signalled. */
 int world_stop(void);
 void world_start(void);
-void threads_push_starting(gcwork_t *w);   /* arguments of threads not yet registered */
+void threads_push_starting(gcwork_t *w, bool now); /* arguments of threads not yet registered */
+gthread_t *threads_first(void);            /* the registry's list (world stopped) */
 int threads_create_internal(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
 /* Calls fn for every registered thread with the world stopped: lo/hi is what to scan of its
  * stack, regs/regs_size any saved registers outside that range. */
@@ -129,10 +156,14 @@ void threads_fork_child(void);
 void roots_init(void);
 void roots_lock(void);                 /* held from the snapshot to the restart: no dlopen/close */
 void roots_unlock(void);
+bool roots_trylock(void);
+bool roots_held(void);                 /* this thread is inside dlopen/dlclose */
+size_t roots_push_globals(gcwork_t *w);
 void roots_snapshot(void);             /* reads the loaded objects' segments (world running) */
 /* Pushes every root as grey work (world stopped); the calling thread's stack is scanned from
  * self_sp. Returns root bytes (globals and registered ranges; stacks and TLS). */
-void roots_push_all(gcwork_t *w, uintptr_t self_sp, size_t *globals, size_t *stacks);
+void roots_push_all(gcwork_t *w, uintptr_t self_sp, size_t *globals, size_t *stacks, bool now);
+void roots_describe(uintptr_t a, char *buf, size_t n); /* what the root range at a is */
 void roots_fork_prepare(void);
 void roots_fork_release(void);
 
@@ -150,6 +181,16 @@ void mark_scan_now(gcwork_t *w, uintptr_t p, size_t len, bool root);
 void mark_slot_black(uintptr_t a);
 /* Drains the grey work with the configured workers (world stopped); returns marked bytes. */
 size_t mark_drain_parallel(gcwork_t *w0, uint64_t *cpu_ns, int *workers);
+/* Concurrent marking (collector.md 8). */
+size_t mark_drain_some(gcwork_t *w, size_t budget); /* world running; leaves nothing private */
+void mark_shade(const uintptr_t *v, size_t n);     /* marks what v[] point to, publishes them grey */
+void mark_concurrent_reset(size_t root_marked);
+void mark_concurrent_start(void);
+bool mark_concurrent_wait(uint64_t timeout_ns);
+size_t mark_concurrent_stop(uint64_t *cpu_ns);
+void mark_checkmark(void);                          /* CGC_DEBUG=checkmark=1, world stopped */
+void mark_free_slots(span_t *s);                    /* allocate black: every free slot marked */
+void mark_assist(void);                             /* an allocating thread's share of the mark */
 void mark_fork_prepare(void);
 void mark_fork_parent(void);
 void mark_fork_child(void);

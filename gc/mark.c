@@ -1,7 +1,10 @@
 /* gc/mark.c - conservative marking: every word that resolves to an allocated object marks it and,
  * if it may hold pointers, queues it grey; grey work in buffers per worker plus a shared list,
  * drained by CGC_PROCS workers in parallel. doc/design/collector.md 5. */
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
 #include <sched.h>
+#include <signal.h>
 #include <string.h>
 
 #include "alloc/alloc.h"
@@ -114,7 +117,9 @@ static ALWAYS_INLINE void mark_word(gcwork_t *w, uintptr_t v, uintptr_t root)
 	if (ha == NULL)
 		return;
 	span_t *s = load_relaxed(&ha->spans[(v >> PAGE_SHIFT) & (PAGES_PER_ARENA - 1)]);
-	if (s == NULL || s->kind == SPAN_FREE)
+	/* Acquire: a span made while marking runs publishes its kind last (alloc/mheap.c), and no
+	 * span is freed while marking runs (collector.md 8.4), so what follows is consistent. */
+	if (s == NULL || load_acquire(&s->kind) == SPAN_FREE)
 		return;
 	size_t idx = span_objindex(s, v);
 	if (idx >= s->nelems)
@@ -137,6 +142,57 @@ static ALWAYS_INLINE void mark_word(gcwork_t *w, uintptr_t v, uintptr_t root)
 	}
 }
 
+/* ---- checkmark (CGC_DEBUG=checkmark=1, doc/design/collector.md 8.6) ---------------------------- */
+
+/* The verification mark runs with the world stopped after a concurrent mark has finished, on this
+ * thread alone, and visits with bit 1 of the mark byte: an allocated object it reaches whose bit 0
+ * is clear was missed. Bit 1 needs no clearing: the sweep reads bit 0 and clears the bytes. */
+static NOINLINE COLD _Noreturn void check_missed(gcwork_t *w, span_t *s, size_t idx, uintptr_t v)
+{
+	uintptr_t obj = s->base + idx * s->elemsize;
+	char where[160];
+	roots_describe(w->check_root, where, sizeof where);
+	cgc_fatal("cgc: checkmark: the %zu-byte object at %p (span %p, class %u, slot %zu) is reachable "
+		  "but the concurrent mark left it white; the word %p at %p points to it, found scanning "
+		  "%p, reached from the root at %p (%s)",
+		  s->elemsize, (void *)obj, (void *)s->base, (unsigned)(s->spc >> 1), idx, (void *)v,
+		  (void *)w->check_at, (void *)w->check_parent, (void *)w->check_root, where);
+}
+
+__attribute__((no_sanitize_address, no_sanitize_thread)) static void check_scan(gcwork_t *w, uintptr_t p, uintptr_t len, uintptr_t root)
+{
+	uintptr_t lo = load_relaxed(&heap_lo), span = load_relaxed(&heap_hi) - lo;
+	w->check_parent = p;
+	for (const uintptr_t *q = (const uintptr_t *)p, *end = (const uintptr_t *)(p + len); q < end; q++) {
+		uintptr_t v = *(volatile const uintptr_t *)q;
+		if (rt_valgrind)
+			VALGRIND_MAKE_MEM_DEFINED(&v, sizeof v);
+		if (v - lo >= span)
+			continue;
+		span_t *s = spanmap_lookup(v);
+		if (s == NULL || load_acquire(&s->kind) == SPAN_FREE)
+			continue;
+		size_t idx = span_objindex(s, v);
+		if (idx >= s->nelems)
+			continue;
+		uint8_t st = load_relaxed(&s->state[idx]);
+		uint8_t *mb = &s->marks[idx];
+		uint8_t m = load_relaxed(mb);
+		if (m & 2)
+			continue;
+		store_relaxed(mb, (uint8_t)(m | 2));
+		if (st == OBJ_FREE)
+			continue;
+		if (!(m & 1)) {
+			w->check_at = (uintptr_t)q;
+			check_missed(w, s, idx, v);
+		}
+		if (!SPC_NOSCAN(s->spc))
+			mark_push_range(w, s->base + idx * s->elemsize, s->elemsize, false);
+	}
+	(void)root;
+}
+
 /* Scans [p, p+len) word by word. Conservative scanning reads whatever is there: sanitizers must
  * not instrument it (stack redzones, other threads' frames), and valgrind's error reporting is off
  * while marking (collector.md 5.5). */
@@ -147,6 +203,10 @@ __attribute__((no_sanitize_address, no_sanitize_thread)) static void scan_range(
 	uintptr_t root = len & 1;
 	len &= ~(uintptr_t)7;
 	uintptr_t lo = load_relaxed(&heap_lo), span = load_relaxed(&heap_hi) - lo;
+	if (unlikely(w->check)) {
+		check_scan(w, p, len, root);
+		return;
+	}
 	const uintptr_t *q = (const uintptr_t *)p, *end = (const uintptr_t *)(p + len);
 	if (unlikely(rt_valgrind)) {
 		/* Memcheck would carry an undefined word's taint into the mark bits and the sweep:
@@ -359,6 +419,344 @@ size_t mark_drain_parallel(gcwork_t *w0, uint64_t *cpu_ns, int *workers)
 	return marked;
 }
 
+/* ---- concurrent marking (doc/design/collector.md 8) ---------------------------------------- */
+
+/* The background workers' state, under M.lock. */
+NONROOT static struct {
+	pthread_cond_t start;       /* workers: a concurrent mark begins */
+	pthread_cond_t idle;        /* the collector: every worker ran out of work, or parked */
+	uint64_t epoch;             /* concurrent marks begun */
+	int want;                   /* workers the current mark runs */
+	double share;               /* CPU share of the last worker (the fractional one) */
+	int started;                /* worker threads made */
+	int running;                /* workers inside the current mark */
+	int idle_now;               /* of them, out of work */
+	int stop;                   /* the collector wants them parked */
+	uint32_t busy;              /* atomic: threads inside mark_drain_some or mark_shade, which
+	                               may hold grey work not yet published */
+	size_t marked;              /* bytes marked by workers and assists this cycle */
+	uint64_t cpu_ns;            /* their CPU time */
+} C NONROOT = {.start = PTHREAD_COND_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER};
+
+/* Swaps our empty buffer for a published one; false when nothing is published. */
+static bool take_published(gcwork_t *w)
+{
+	lock_acquire(&M.lock);
+	if (M.full == NULL) {
+		pthread_mutex_unlock(&M.lock);
+		return false;
+	}
+	if (w->buf) {
+		w->buf->next = M.empty;
+		M.empty = w->buf;
+	}
+	w->buf = M.full;
+	store_relaxed(&M.full, w->buf->next);
+	w->buf->next = NULL;
+	pthread_mutex_unlock(&M.lock);
+	return true;
+}
+
+/* Leaves nothing private: what is left in our buffer is published, an empty buffer goes back,
+ * and the bytes we marked are counted. */
+static void give_back(gcwork_t *w, uint64_t cpu_ns)
+{
+	lock_acquire(&M.lock);
+	if (w->buf) {
+		if (w->buf->n) {
+			w->buf->next = M.full;
+			store_relaxed(&M.full, w->buf);
+			pthread_cond_broadcast(&M.cond);
+		} else {
+			w->buf->next = M.empty;
+			M.empty = w->buf;
+		}
+		w->buf = NULL;
+	}
+	C.marked += w->marked_bytes;
+	C.cpu_ns += cpu_ns;
+	w->marked_bytes = 0;
+	fetch_sub_relaxed(&C.busy, 1);
+	pthread_cond_broadcast(&C.idle);
+	pthread_mutex_unlock(&M.lock);
+}
+
+/* Scans grey work until about budget bytes are done or none is left anywhere; returns the bytes
+ * scanned. Called by background workers and by allocating threads (assists), with the world
+ * running, and leaves no work private (give_back). */
+size_t mark_drain_some(gcwork_t *w, size_t budget)
+{
+	fetch_add_relaxed(&C.busy, 1);
+	vg_disable_errors();
+	uint64_t t0 = os_thread_cputime();
+	size_t done = 0;
+	item_t ring[PREFETCH_RING], it;
+	unsigned head = 0, count = 0;
+	while (done < budget || count) {
+		while (done < budget && count < PREFETCH_RING && w->buf && w->buf->n) {
+			it = w->buf->items[--w->buf->n];
+			__builtin_prefetch((const void *)it.p);
+			ring[(head + count++) % PREFETCH_RING] = it;
+		}
+		if (count == 0) {
+			if (done >= budget || !take_published(w))
+				break;
+			continue;
+		}
+		it = ring[head];
+		head = (head + 1) % PREFETCH_RING;
+		count--;
+		scan_range(w, it.p, it.len);
+		done += it.len & ~(uintptr_t)7;
+	}
+	vg_enable_errors();
+	give_back(w, os_thread_cputime() - t0);
+	return done;
+}
+
+/* Marks the objects the values point to (a write barrier's buffer, a reallocated object's old
+ * words) and publishes them grey. */
+void mark_shade(const uintptr_t *v, size_t n)
+{
+	gcwork_t w = {0};
+	uintptr_t lo = load_relaxed(&heap_lo), span = load_relaxed(&heap_hi) - lo;
+	fetch_add_relaxed(&C.busy, 1);
+	vg_disable_errors();
+	for (size_t i = 0; i < n; i++)
+		if (v[i] - lo < span)
+			mark_word(&w, v[i], 0);
+	vg_enable_errors();
+	give_back(&w, 0);
+}
+
+/* A background worker: marks while a concurrent mark runs, sleeping for work when there is none,
+ * and (the fractional one) only for its share of one CPU. */
+static void *bgworker_main(void *arg)
+{
+	int id = (int)(intptr_t)arg;
+	uint64_t seen = 0;
+	lock_acquire(&M.lock);
+	for (;;) {
+		while (C.epoch == seen || id >= C.want || C.stop) {
+			if (C.epoch != seen && (id >= C.want || C.stop))
+				seen = C.epoch; /* not wanted this time */
+			pthread_cond_wait(&C.start, &M.lock);
+		}
+		seen = C.epoch;
+		double share = id == C.want - 1 ? C.share : 1.0;
+		C.running++;
+		pthread_mutex_unlock(&M.lock);
+		gcwork_t w = {0};
+		uint64_t wall0 = os_nanotime(), cpu0 = os_thread_cputime();
+		for (;;) {
+			size_t n = mark_drain_some(&w, (size_t)256 << 10);
+			lock_acquire(&M.lock);
+			if (C.stop)
+				break;
+			if (n == 0) {
+				/* Out of work: say so, and wait for more (a barrier flush, an assist's
+				 * leftovers) or for the end. */
+				C.idle_now++;
+				pthread_cond_broadcast(&C.idle);
+				while (M.full == NULL && !C.stop)
+					pthread_cond_wait(&M.cond, &M.lock);
+				C.idle_now--;
+				if (C.stop)
+					break;
+			}
+			pthread_mutex_unlock(&M.lock);
+			if (share < 1.0) {
+				/* The fractional worker: ahead of its share, it sleeps the difference. */
+				uint64_t wall = os_nanotime() - wall0, cpu = os_thread_cputime() - cpu0;
+				double over = (double)cpu / share - (double)wall;
+				if (over > 1e5)
+					os_sleep_ns((uint64_t)over);
+			}
+		}
+		C.running--;
+		pthread_cond_broadcast(&C.idle);
+	}
+	return NULL;
+}
+
+/* The first stop of a concurrent mark (world stopped): the counts start from zero, before any
+ * assist can add to them. */
+void mark_concurrent_reset(size_t root_marked)
+{
+	lock_acquire(&M.lock);
+	C.marked = root_marked;
+	C.cpu_ns = 0;
+	pthread_mutex_unlock(&M.lock);
+}
+
+/* Starts the background workers on the grey work pushed so far: 25% of CGC_PROCS, as dedicated
+ * workers and one fractional worker for the remainder (with 2 CPUs: one worker at half a CPU). */
+void mark_concurrent_start(void)
+{
+	double want = gc_opt.procs * 0.25;
+	int n = (int)want;
+	double frac = want - n;
+	if (frac > 0.01 || n == 0)
+		n++;
+	lock_acquire(&M.lock);
+	while (C.started < n) {
+		pthread_t t;
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		int r = threads_create_internal(&t, &attr, bgworker_main, (void *)(intptr_t)C.started);
+		pthread_attr_destroy(&attr);
+		if (r != 0)
+			break; /* fewer workers: assists and mark termination still finish the work */
+		C.started++;
+	}
+	C.want = n < C.started ? n : C.started;
+	C.share = frac > 0.01 ? frac : 1.0;
+	C.stop = 0;
+	C.epoch++;
+	pthread_cond_broadcast(&C.start);
+	pthread_mutex_unlock(&M.lock);
+}
+
+/* Waits until the background workers find no work, or timeout_ns passes; true if they found none
+ * (then mark termination will find little). */
+bool mark_concurrent_wait(uint64_t timeout_ns)
+{
+	uint64_t until = os_nanotime() + timeout_ns;
+	lock_acquire(&M.lock);
+	bool quiet;
+	for (;;) {
+		quiet = M.full == NULL && load_relaxed(&C.busy) == 0;
+		if (quiet || os_nanotime() >= until)
+			break;
+		os_cond_timedwait_ns(&C.idle, &M.lock, 1000 * 1000);
+	}
+	pthread_mutex_unlock(&M.lock);
+	return quiet;
+}
+
+/* Parks the background workers (before mark termination stops the world); returns the bytes they
+ * and the assists marked, and their CPU time. */
+size_t mark_concurrent_stop(uint64_t *cpu_ns)
+{
+	lock_acquire(&M.lock);
+	C.stop = 1;
+	pthread_cond_broadcast(&M.cond);
+	while (C.running > 0)
+		pthread_cond_wait(&C.idle, &M.lock);
+	size_t marked = C.marked;
+	*cpu_ns = C.cpu_ns;
+	C.marked = 0;
+	C.cpu_ns = 0;
+	pthread_mutex_unlock(&M.lock);
+	return marked;
+}
+
+/* Re-marks everything from the roots with the world stopped (after a concurrent mark's
+ * termination) and aborts on the first reachable object the concurrent mark missed. One root at
+ * a time, so the report can name the root. */
+NOINLINE void mark_checkmark(void)
+{
+	gcwork_t w = {.check = true};
+	size_t g, st;
+	fetch_add_relaxed(&C.busy, 1); /* give_back, at the end, counts it down */
+	unw_context_t ctx;
+	unw_getcontext(&ctx);
+	roots_push_all(&w, (uintptr_t)&ctx, &g, &st, false);
+	/* Take every root item out of the buffers into one array. */
+	size_t n = 0, cap = 0;
+	item_t *roots = NULL;
+	for (;;) {
+		if (!(w.buf && w.buf->n) && !take_published(&w))
+			break;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 4096;
+			item_t *nr = os_map(NULL, ncap * sizeof(item_t));
+			if (nr == NULL)
+				cgc_fatal("cgc: checkmark: out of memory for the root list");
+			if (roots) {
+				memcpy(nr, roots, n * sizeof(item_t));
+				os_unmap(roots, cap * sizeof(item_t));
+			}
+			roots = nr;
+			cap = ncap;
+		}
+		roots[n++] = w.buf->items[--w.buf->n];
+	}
+	vg_disable_errors();
+	for (size_t i = 0; i < n; i++) {
+		w.check_root = roots[i].p;
+		scan_range(&w, roots[i].p, roots[i].len);
+		item_t it;
+		for (;;) {
+			if (w.buf && w.buf->n)
+				it = w.buf->items[--w.buf->n];
+			else if (take_published(&w))
+				continue;
+			else
+				break;
+			scan_range(&w, it.p, it.len);
+		}
+	}
+	vg_enable_errors();
+	__asm__ volatile("" ::"r"(&ctx) : "memory");
+	if (roots)
+		os_unmap(roots, cap * sizeof(item_t));
+	give_back(&w, 0);
+	lock_acquire(&M.lock);
+	C.marked = 0; /* the checkmark's count is not the cycle's */
+	pthread_mutex_unlock(&M.lock);
+}
+
+/* Allocate black (collector.md 8.2): while marking runs, every slot a cache can hand out is
+ * marked first, so a new object is never taken for garbage at termination. Only free slots: a
+ * mark on an allocated object that was never scanned would hide its children. Byte stores, since
+ * workers set other bytes of the same words. */
+void mark_free_slots(span_t *s)
+{
+	size_t n = s->nelems;
+	const uint8_t *state = s->state;
+	uint8_t *marks = s->marks;
+	for (size_t i = 0; i < n; i += 8) {
+		uint64_t st = load_relaxed((const uint64_t *)(const void *)(state + i));
+		/* 0x80 in every zero (free) byte. */
+		uint64_t z = ~(((st & 0x7f7f7f7f7f7f7f7full) + 0x7f7f7f7f7f7f7f7full) | st) & 0x8080808080808080ull;
+		while (z) {
+			size_t b = (size_t)__builtin_ctzll(z) / 8;
+			z &= z - 1;
+			if (i + b < n && !load_relaxed(&marks[i + b]))
+				store_relaxed(&marks[i + b], 1);
+		}
+	}
+}
+
+/* An allocating thread's share of the mark, in proportion to what it was handed since its last
+ * assist (Go's mark assists). Over the goal it helps until no grey work is left. The stop signal
+ * is held off meanwhile: a stop must not find objects marked and not yet published. */
+void mark_assist(void)
+{
+	int64_t owed = tls_unassisted;
+	tls_unassisted = 0;
+	if (owed <= 0)
+		return;
+	bool over = pacer_over_goal();
+	size_t budget = over ? SIZE_MAX : (size_t)((double)owed * gc.assist_ratio);
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, gc_opt.signo);
+	/* In slices, with the signal let through between them: a stop waits for one slice at most. */
+	while (budget > 0 && load_relaxed(&gc.phase) == GC_MARK) {
+		size_t slice = budget < ASSIST_SLICE ? budget : ASSIST_SLICE;
+		pthread_sigmask(SIG_BLOCK, &set, &old);
+		gcwork_t w = {0};
+		size_t done = mark_drain_some(&w, slice);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (done < slice)
+			break; /* no grey work left anywhere */
+		budget -= slice;
+	}
+}
+
 void mark_init(void)
 {
 }
@@ -380,6 +778,11 @@ void mark_fork_child(void)
 	 * glibc's next broadcast would wait for them forever. Start them afresh. */
 	pthread_cond_init(&M.start, NULL);
 	pthread_cond_init(&M.cond, NULL);
+	pthread_cond_init(&C.start, NULL);
+	pthread_cond_init(&C.idle, NULL);
 	M.started = 0;
+	C.started = 0;
+	C.running = 0;
+	C.idle_now = 0;
 	pthread_mutex_unlock(&M.lock);
 }

@@ -132,11 +132,15 @@ static void debug_parse(const char *v)
 		const char *val = eq ? eq + 1 : "";
 		if (eq)
 			*eq = 0;
-		if (strcmp(kv, "gctrace") == 0) {
+		int *flag = strcmp(kv, "gctrace") == 0     ? &gc_opt.gctrace
+			    : strcmp(kv, "stw") == 0       ? &gc_opt.stw
+			    : strcmp(kv, "checkmark") == 0 ? &gc_opt.checkmark
+							   : NULL;
+		if (flag) {
 			if (strcmp(val, "0") == 0 || strcmp(val, "1") == 0)
-				gc_opt.gctrace = val[0] - '0';
+				*flag = val[0] - '0';
 			else
-				cgc_report("cgc: CGC_DEBUG: gctrace=\"%s\" is not 0 or 1; ignored", val);
+				cgc_report("cgc: CGC_DEBUG: %s=\"%s\" is not 0 or 1; ignored", kv, val);
 		} else {
 			cgc_report("cgc: CGC_DEBUG: unknown key \"%s\"; ignored", kv);
 		}
@@ -153,6 +157,8 @@ void options_init(void)
 	gc_opt.signo = SIGRTMIN + DEFAULT_SIGNAL_OFFSET;
 	strcpy(gc_opt.signame, "SIGRTMIN+4");
 	gc_opt.gctrace = 0;
+	gc_opt.stw = 0;
+	gc_opt.checkmark = 0;
 	const char *v;
 	if ((v = getenv("CGC_PERCENT")) != NULL && *v)
 		percent_parse(v);

@@ -7,9 +7,12 @@
  * got back (a large object freed explicitly; not one the sweep frees: it no longer counts).
  * Relaxed: the pacer needs a trend, not an exact count, and this runs once per span, not per
  * object. */
+__thread int64_t tls_unassisted __attribute__((tls_model("initial-exec")));
+
 void pacer_account(int64_t bytes)
 {
 	fetch_add_relaxed(&gc.alloc_since, bytes);
+	tls_unassisted += bytes;
 }
 
 /* goal = marked + (marked + roots) x percent / 100, at least GC_MIN_HEAP; with a memory limit,
@@ -38,10 +41,41 @@ size_t pacer_goal(size_t marked, size_t root_bytes)
 	return goal;
 }
 
-void pacer_cycle_done(size_t marked, size_t root_bytes)
+/* A concurrent cycle starts this far from the last live heap towards the goal, so that marking,
+ * running beside the program, ends near the goal (Go's trigger; a fixed ratio here). */
+#define TRIGGER_FRACTION 0.7
+
+void pacer_set_trigger(bool concurrent)
+{
+	size_t goal = load_relaxed(&gc.goal), marked = gc.heap_marked;
+	size_t trigger = goal;
+	if (concurrent && goal > marked && goal < SIZE_MAX / 2)
+		trigger = marked + (size_t)((double)(goal - marked) * TRIGGER_FRACTION);
+	store_relaxed(&gc.trigger, trigger);
+}
+
+/* Objects allocated while a concurrent mark ran are black and not in `marked`: they stay counted
+ * in alloc_since (alloc_during), so heap_live is right from the start of the next cycle. */
+void pacer_cycle_done(size_t marked, size_t root_bytes, int64_t alloc_during, bool concurrent)
 {
 	gc.heap_marked = marked;
 	gc.root_bytes = root_bytes;
-	store_relaxed(&gc.alloc_since, 0);
+	int64_t now = load_relaxed(&gc.alloc_since);
+	store_relaxed(&gc.alloc_since, alloc_during < now ? alloc_during : now);
 	store_relaxed(&gc.goal, pacer_goal(marked, root_bytes));
+	pacer_set_trigger(concurrent);
+}
+
+/* At the start of a concurrent mark: the scan work expected (last cycle's live heap and roots)
+ * over the bytes left before the goal. */
+void pacer_mark_start(void)
+{
+	int64_t since = load_relaxed(&gc.alloc_since);
+	size_t live = gc.heap_marked + (size_t)(since > 0 ? since : 0);
+	size_t goal = load_relaxed(&gc.goal);
+	double work = (double)(gc.heap_marked + gc.root_bytes);
+	double runway = goal > live ? (double)(goal - live) : 0.0;
+	if (runway < (double)(1 << 20))
+		runway = (double)(1 << 20);
+	gc.assist_ratio = work / runway;
 }

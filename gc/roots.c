@@ -5,6 +5,7 @@
 #include <elf.h>
 #include <link.h>
 #include <libunwind.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "alloc/alloc.h"
@@ -82,6 +83,23 @@ void roots_lock(void)
 	lock_acquire(&user_lock);
 }
 
+/* The collector thread's way in: it holds gc_lock, which a thread inside dlopen (holding dl_lock)
+ * may want for cgc_collect, so it must not wait for dl_lock (collector.md 3.4). */
+bool roots_trylock(void)
+{
+	if (dl_depth == 0 && pthread_mutex_trylock(&dl_lock) != 0)
+		return false;
+	dl_depth++;
+	lock_acquire(&user_lock);
+	return true;
+}
+
+/* Whether this thread is inside dlopen or dlclose (or a collection). */
+bool roots_held(void)
+{
+	return dl_depth > 0;
+}
+
 void roots_unlock(void)
 {
 	pthread_mutex_unlock(&user_lock);
@@ -152,9 +170,21 @@ struct push_ctx {
 	gcwork_t *w;
 	size_t stacks;
 	uintptr_t self_sp;
+	bool now;       /* scan at once: the world restarts before the workers would get to it */
 };
 
-static void push_tls(gcwork_t *w, uintptr_t tp, size_t *bytes)
+/* A root range, queued or (c->now) scanned at once. Stacks, TLS blocks, saved registers and
+ * registered ranges can change or vanish once the world runs again (a thread exits, a root is
+ * removed and freed): a concurrent cycle scans them while the world is stopped. */
+static void root_range(struct push_ctx *c, uintptr_t p, size_t len, bool root)
+{
+	if (c->now)
+		mark_scan_now(c->w, p, len, root);
+	else
+		mark_push_range(c->w, p, len, root);
+}
+
+static void push_tls(struct push_ctx *c, uintptr_t tp, size_t *bytes)
 {
 	void **dtv = os_thread_dtv(tp);
 	if (dtv == NULL)
@@ -168,7 +198,7 @@ static void push_tls(gcwork_t *w, uintptr_t tp, size_t *bytes)
 		uintptr_t block = (uintptr_t)dtv[2 * m->modid];
 		if (block == 0 || block == (uintptr_t)-1)
 			continue; /* not allocated in this thread */
-		mark_push_range(w, block, m->size, false);
+		root_range(c, block, m->size, false);
 		*bytes += m->size;
 	}
 }
@@ -180,19 +210,42 @@ static void push_thread(gthread_t *t, uintptr_t lo, uintptr_t hi, void *arg)
 		lo = c->self_sp;
 		mark_scan_now(c->w, lo, hi - lo, true);
 		c->stacks += hi - lo;
-		push_tls(c->w, t->tp, &c->stacks);
+		push_tls(c, t->tp, &c->stacks);
 		return;
 	}
 	if (hi > lo) {
-		mark_push_range(c->w, lo, hi - lo, true);
+		root_range(c, lo, hi - lo, true);
 		c->stacks += hi - lo;
 	}
 	if (load_relaxed(&t->state) == THREAD_BLOCKING_HELD)
-		mark_push_range(c->w, (uintptr_t)t->regs, t->regs_size, true);
-	push_tls(c->w, t->tp, &c->stacks);
+		root_range(c, (uintptr_t)t->regs, t->regs_size, true);
+	push_tls(c, t->tp, &c->stacks);
 }
 
-void roots_push_all(gcwork_t *w, uintptr_t self_sp, size_t *globals, size_t *stacks)
+void roots_push_all(gcwork_t *w, uintptr_t self_sp, size_t *globals, size_t *stacks, bool now)
+{
+	size_t g = 0;
+	struct push_ctx c = {w, 0, self_sp, now};
+	/* Data segments stay put while roots_lock keeps dlclose out: queued even when `now`. */
+	for (size_t i = 0; i < segments.n; i++) {
+		range_t *r = &((range_t *)segments.v)[i];
+		mark_push_range(w, r->lo, r->hi - r->lo, false);
+		g += r->hi - r->lo;
+	}
+	for (size_t i = 0; i < user_roots.n; i++) {
+		range_t *r = &((range_t *)user_roots.v)[i];
+		root_range(&c, r->lo, r->hi - r->lo, false);
+		g += r->hi - r->lo;
+	}
+	threads_each(push_thread, &c);
+	threads_push_starting(w, now);
+	*globals = g;
+	*stacks = c.stacks;
+}
+
+/* Only the data segments and registered ranges: a barrier-using program's termination re-scans
+ * them as a safety net for libraries that store pointers without CGC_WRITE (barrier.md 4). */
+size_t roots_push_globals(gcwork_t *w)
 {
 	size_t g = 0;
 	for (size_t i = 0; i < segments.n; i++) {
@@ -205,11 +258,52 @@ void roots_push_all(gcwork_t *w, uintptr_t self_sp, size_t *globals, size_t *sta
 		mark_push_range(w, r->lo, r->hi - r->lo, false);
 		g += r->hi - r->lo;
 	}
-	struct push_ctx c = {w, 0, self_sp};
-	threads_each(push_thread, &c);
-	threads_push_starting(w);
-	*globals = g;
-	*stacks = c.stacks;
+	return g;
+}
+
+/* What the root range at a is, for checkmark's report (world stopped). */
+struct describe_ctx {
+	uintptr_t a;
+	char *buf;
+	size_t n;
+	int found;
+};
+
+static void describe_thread(gthread_t *t, uintptr_t lo, uintptr_t hi, void *arg)
+{
+	struct describe_ctx *d = arg;
+	(void)lo;
+	(void)hi;
+	if (!d->found && d->a >= t->stack_lo && d->a < t->stack_hi) {
+		snprintf(d->buf, d->n, "the stack of thread %#lx", (unsigned long)t->pt);
+		d->found = 1;
+	}
+}
+
+void roots_describe(uintptr_t a, char *buf, size_t n)
+{
+	for (size_t i = 0; i < segments.n; i++) {
+		range_t *r = &((range_t *)segments.v)[i];
+		if (a >= r->lo && a < r->hi) {
+			Dl_info info;
+			if (dladdr((void *)a, &info) && info.dli_fname)
+				snprintf(buf, n, "the data of %s", info.dli_fname);
+			else
+				snprintf(buf, n, "a data segment");
+			return;
+		}
+	}
+	for (size_t i = 0; i < user_roots.n; i++) {
+		range_t *r = &((range_t *)user_roots.v)[i];
+		if (a >= r->lo && a < r->hi) {
+			snprintf(buf, n, "a range registered with cgc_add_root");
+			return;
+		}
+	}
+	struct describe_ctx d = {a, buf, n, 0};
+	threads_each(describe_thread, &d);
+	if (!d.found)
+		snprintf(buf, n, "thread-local storage, saved registers or a new thread's argument");
 }
 
 /* ---- registered ranges ------------------------------------------------------------------- */

@@ -10,6 +10,7 @@
 
 #include "alloc/alloc.h"
 #include "alloc/os.h"
+#include "barrier/barrier.h"
 #include "gc/gc.h"
 #include "include/cgc.h"
 
@@ -69,6 +70,7 @@ gthread_t *threads_register_self(void)
 		if (t) {
 			t->regs = meta_alloc(sizeof(unw_context_t));
 			t->regs_size = sizeof(unw_context_t);
+			t->wb = meta_alloc(sizeof(wbbuf_t)); /* NULL: its barrier shades unbuffered */
 		}
 	}
 	if (t == NULL || t->regs == NULL) {
@@ -78,9 +80,11 @@ gthread_t *threads_register_self(void)
 	}
 	void *regs = t->regs;
 	size_t regs_size = t->regs_size;
+	wbbuf_t *wb = t->wb;
 	memset(t, 0, sizeof *t);
 	t->regs = regs;
 	t->regs_size = regs_size;
+	t->wb = wb;
 	t->pt = pthread_self();
 	t->tp = os_thread_pointer();
 	stack_bounds(t);
@@ -101,6 +105,7 @@ void threads_unregister_self(void)
 	gthread_t *t = tls_gthread;
 	if (t == NULL)
 		return;
+	barrier_thread_exit(t);
 	lock_acquire(&threads_lock);
 	for (gthread_t **pp = &threads; *pp; pp = &(*pp)->next) {
 		if (*pp == t) {
@@ -159,10 +164,14 @@ static void *thread_start(void *p)
 
 /* Pushes the arguments of threads being created (world stopped, so starting_lock is free: a
  * thread stopped while holding it would deadlock nothing here, as we only read). */
-void threads_push_starting(gcwork_t *w)
+void threads_push_starting(gcwork_t *w, bool now)
 {
-	for (struct start *st = starting; st; st = st->next)
-		mark_push_range(w, (uintptr_t)&st->arg, sizeof st->arg, true);
+	for (struct start *st = starting; st; st = st->next) {
+		if (now)
+			mark_scan_now(w, (uintptr_t)&st->arg, sizeof st->arg, true);
+		else
+			mark_push_range(w, (uintptr_t)&st->arg, sizeof st->arg, true);
+	}
 }
 
 static pthread_create_fn find_real_pthread_create(void)
@@ -175,6 +184,11 @@ static pthread_create_fn find_real_pthread_create(void)
 		store_relaxed(&real_pthread_create, f);
 	}
 	return f;
+}
+
+gthread_t *threads_first(void)
+{
+	return threads;
 }
 
 /* cgc's own threads (mark workers, the background sweeper): never registered, never stopped. */

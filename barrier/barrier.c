@@ -1,0 +1,141 @@
+/* barrier/barrier.c - the out-of-line half of the hybrid write barrier (CGC_WRITE, cgc_memmove
+ * and friends): values are buffered per thread and shaded a buffer at a time. doc/design/barrier.md.
+ *
+ * Shading runs on the program's thread with the stop signal held off, so a stop never finds a
+ * thread with objects marked but not yet published as grey work (collector.md 8.3). */
+#include <signal.h>
+#include <string.h>
+
+#include "alloc/alloc.h"
+#include "barrier/barrier.h"
+#include "gc/gc.h"
+#include "include/cgc.h"
+#include "include/cgc_barrier.h"
+
+CGC_API int cgc_barrier_active;
+
+/* Shades n values with the stop signal blocked. */
+static void shade_blocked(const uintptr_t *v, size_t n)
+{
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, gc_opt.signo);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	mark_shade(v, n);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static NOINLINE void flush(wbbuf_t *b)
+{
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, gc_opt.signo);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	/* Still marking? Termination may have shaded and emptied the buffer while we waited. */
+	mark_shade(b->v, load_relaxed(&b->n));
+	store_relaxed(&b->n, 0);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Yuasa: the value about to be overwritten was reachable when marking began, and the mark must
+ * still find it. Dijkstra: the value stored may have come from a stack the mark has not scanned,
+ * or from an object being scanned. Both are buffered; a full buffer is shaded at once. */
+CGC_API void cgc_write_barrier(void *slot, const void *value)
+{
+	if (!load_relaxed(&cgc_barrier_active))
+		return;
+	uintptr_t lo = load_relaxed(&heap_lo), span = load_relaxed(&heap_hi) - lo;
+	uintptr_t o = *(volatile uintptr_t *)slot, v = (uintptr_t)value;
+	bool so = o - lo < span, sv = v - lo < span;
+	if (!so && !sv)
+		return;
+	gthread_t *t = tls_gthread;
+	if (unlikely(t == NULL || t->wb == NULL)) {
+		/* An unregistered thread (its pointers would not be found anyway) or one whose buffer
+		 * could not be made: shade at once. */
+		uintptr_t both[2] = {o, v};
+		shade_blocked(both, 2);
+		return;
+	}
+	wbbuf_t *b = t->wb;
+	uint32_t n = b->n;
+	if (so)
+		b->v[n++] = o;
+	if (sv)
+		b->v[n++] = v;
+	/* The entries before the count: a stop between them leaves them uncounted, which is safe,
+	 * since the store they guard has not happened yet (doc/design/barrier.md 3). */
+	__atomic_signal_fence(__ATOMIC_RELEASE);
+	store_relaxed(&b->n, n);
+	if (n + 2 > WB_ENTRIES)
+		flush(b);
+}
+
+void barrier_enable(bool on)
+{
+	if (on)
+		for (gthread_t *t = threads_first(); t; t = t->next)
+			if (t->wb)
+				store_relaxed(&t->wb->n, 0);
+	store_relaxed(&cgc_barrier_active, on ? 1 : 0);
+}
+
+void barrier_flush_all(void)
+{
+	for (gthread_t *t = threads_first(); t; t = t->next) {
+		if (t->wb && t->wb->n) {
+			mark_shade(t->wb->v, t->wb->n);
+			t->wb->n = 0;
+		}
+	}
+}
+
+void barrier_thread_exit(gthread_t *t)
+{
+	if (t->wb && load_relaxed(&t->wb->n)) {
+		if (load_relaxed(&cgc_barrier_active))
+			flush(t->wb);
+		t->wb->n = 0;
+	}
+}
+
+void barrier_shade_range(const void *p, size_t len)
+{
+	const uintptr_t *w = (const uintptr_t *)(((uintptr_t)p + 7) & ~(uintptr_t)7);
+	const uintptr_t *end = (const uintptr_t *)(((uintptr_t)p + len) & ~(uintptr_t)7);
+	if (end > w)
+		shade_blocked(w, (size_t)(end - w));
+}
+
+CGC_API int cgc_set_barrier(int on)
+{
+	alloc_init();
+	return gc_set_barrier(on != 0);
+}
+
+/* The bulk forms: the words about to be overwritten and the words about to be stored are shaded
+ * first, then the plain operation runs. */
+CGC_API void *cgc_memmove(void *dst, const void *src, size_t n)
+{
+	if (unlikely(load_relaxed(&cgc_barrier_active))) {
+		barrier_shade_range(dst, n);
+		barrier_shade_range(src, n);
+	}
+	return memmove(dst, src, n);
+}
+
+CGC_API void *cgc_memcpy(void *dst, const void *src, size_t n)
+{
+	if (unlikely(load_relaxed(&cgc_barrier_active))) {
+		barrier_shade_range(dst, n);
+		barrier_shade_range(src, n);
+	}
+	return memcpy(dst, src, n);
+}
+
+CGC_API void *cgc_memclr(void *dst, size_t n)
+{
+	if (unlikely(load_relaxed(&cgc_barrier_active)))
+		barrier_shade_range(dst, n);
+	return memset(dst, 0, n);
+}
