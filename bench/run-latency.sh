@@ -89,6 +89,14 @@ med() {
 	median ${runs[$key]}
 }
 
+# Smallest of the runs recorded under KEY, or empty: the run the machine's noise disturbed least.
+best() {
+	local key=$1
+	[[ -n ${runs[$key]:-} ]] || return 0
+	# shellcheck disable=SC2086
+	printf '%s\n' ${runs[$key]} | sort -g | head -n 1
+}
+
 # Runs "$@", prints its stdout, keeps its stderr in $errf; on failure shows the stderr and fails.
 errf=$build/latency-run.err
 run_checked() {
@@ -189,19 +197,21 @@ echo "Live tree at each depth (24-byte nodes; bdwgc's 32-byte slots hold a third
 echo "cgc-barrier: every pointer store through CGC_WRITE, cgc_set_barrier(1). cgc-nobarrier: plain stores, no promise."
 echo "cgc-stw: plain stores, CGC_DEBUG=stw=1. bdwgc-stw: GC_MARKERS=2. bdwgc-inc: GC_MARKERS=2, GC_enable_incremental()."
 echo "Time, max pause and peak RSS from a run timed as a whole; worst allocation from a second run timing each one."
+echo "Best time: the fastest of the rounds, less disturbed by other work on a shared machine than the median."
 echo "Max pause: the collector's longest stop of the world by its own account (cgc_get_stats; bdwgc's stop/start events)."
 echo
-echo "| variant | live depth | time s | worst allocation ms | max pause ms | peak RSS MiB | collections |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| variant | live depth | time s | best time s | worst allocation ms | max pause ms | peak RSS MiB | collections |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for depth in $DEPTHS; do
 	for v in "${all_variants[@]}"; do
-		awk -v v="$v" -v d="$depth" -v s="$(med "$v,$depth,seconds")" -v w="$(med "$v,$depth,worst")" \
+		awk -v v="$v" -v d="$depth" -v s="$(med "$v,$depth,seconds")" -v b="$(best "$v,$depth,seconds")" \
+			-v w="$(med "$v,$depth,worst")" \
 			-v p="$(med "$v,$depth,max_pause_ns")" -v rss="$(med "$v,$depth,maxrss_kb")" \
 			-v c="$(med "$v,$depth,collections")" 'function f(x, scale, fmt) {
 				return x == "" ? "n/a" : sprintf(fmt, x / scale)
 			}
 			BEGIN {
-				printf "| %s | %d | %s | %s | %s | %s | %s |\n", v, d, f(s, 1, "%.3f"), f(w, 1e6, "%.3f"),
+				printf "| %s | %d | %s | %s | %s | %s | %s | %s |\n", v, d, f(s, 1, "%.3f"), f(b, 1, "%.3f"), f(w, 1e6, "%.3f"),
 					f(p, 1e6, "%.3f"), f(rss, 1024, "%.1f"), f(c, 1, "%d")
 			}'
 	done
@@ -213,13 +223,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b + 0 > 0) printf "%.4
 r3() { awk -v x="$1" 'BEGIN { if (x == "") print "n/a"; else printf "%.3f", x }'; }
 
 echo
-echo "| live depth | time: cgc-barrier / cgc-stw | time: cgc-nobarrier / cgc-stw | max pause: cgc-nobarrier / bdwgc-stw | max pause: cgc-barrier / bdwgc-stw | worst allocation: cgc-nobarrier / bdwgc-stw |"
-echo "|---:|---:|---:|---:|---:|---:|"
+echo "| live depth | time: cgc-barrier / cgc-stw | best time: cgc-barrier / cgc-stw | time: cgc-nobarrier / cgc-stw | max pause: cgc-nobarrier / bdwgc-stw | max pause: cgc-barrier / bdwgc-stw | worst allocation: cgc-nobarrier / bdwgc-stw |"
+echo "|---:|---:|---:|---:|---:|---:|---:|"
 for depth in $DEPTHS; do
 	stw_s=$(med "cgc-stw,$depth,seconds")
 	bdw_p=$(med "bdwgc-stw,$depth,max_pause_ns")
-	printf '| %d | %s | %s | %s | %s | %s |\n' "$depth" \
+	printf '| %d | %s | %s | %s | %s | %s | %s |\n' "$depth" \
 		"$(r3 "$(ratio "$(med "cgc-barrier,$depth,seconds")" "$stw_s")")" \
+		"$(r3 "$(ratio "$(best "cgc-barrier,$depth,seconds")" "$(best "cgc-stw,$depth,seconds")")")" \
 		"$(r3 "$(ratio "$(med "cgc-nobarrier,$depth,seconds")" "$stw_s")")" \
 		"$(r3 "$(ratio "$(med "cgc-nobarrier,$depth,max_pause_ns")" "$bdw_p")")" \
 		"$(r3 "$(ratio "$(med "cgc-barrier,$depth,max_pause_ns")" "$bdw_p")")" \
