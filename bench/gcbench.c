@@ -1,5 +1,6 @@
 /* gcbench.c - the binary-tree collector benchmark (after Ellis, Kovac and Boehm's GCBench): cgc, bdwgc, malloc.
- * One source, three builds (-DUSE_CGC, -DUSE_BDWGC, -DUSE_MALLOC); bench/README.md explains the workload. */
+ * One source, four builds (-DUSE_CGC, -DUSE_CGC_BARRIER, -DUSE_BDWGC, -DUSE_MALLOC); bench/README.md
+ * explains the workload. */
 #define _GNU_SOURCE /* RTLD_DEFAULT */
 
 #include <dlfcn.h>
@@ -13,14 +14,15 @@
 
 #include "benchutil.h"
 
-#if defined(USE_CGC) + defined(USE_BDWGC) + defined(USE_MALLOC) != 1
-#error "define exactly one of USE_CGC, USE_BDWGC, USE_MALLOC"
+#if defined(USE_CGC) + defined(USE_CGC_BARRIER) + defined(USE_BDWGC) + defined(USE_MALLOC) != 1
+#error "define exactly one of USE_CGC, USE_CGC_BARRIER, USE_BDWGC, USE_MALLOC"
 #endif
 
 /* The collectors never free: a tree dies when the last pointer to it is overwritten. malloc
  * frees every short-lived tree as soon as it is built, which is what a C program would do. */
-#if defined(USE_CGC)
+#if defined(USE_CGC) || defined(USE_CGC_BARRIER)
 #include <cgc.h>
+#define IS_CGC 1
 #define bench_alloc(n) cgc_malloc(n)
 #define bench_alloc_atomic(n) cgc_malloc_atomic(n)
 #define ALLOCATOR_NAME "cgc"
@@ -37,6 +39,16 @@
 
 #ifndef FREES_TREES
 #define FREES_TREES 0
+#endif
+
+/* Every store of a pointer into a node goes through store_ptr. The barrier build routes them
+ * through CGC_WRITE and promises so (cgc_set_barrier(1) in main); the others store plainly.
+ * Stores into locals need no barrier: the stack is not heap. */
+#if defined(USE_CGC_BARRIER)
+#include <cgc_barrier.h>
+#define store_ptr(lvalue, value) CGC_WRITE(lvalue, value)
+#else
+#define store_ptr(lvalue, value) ((void)((lvalue) = (value)))
 #endif
 
 #define MIN_TREE_DEPTH 4
@@ -72,6 +84,33 @@ static int time_allocs;      /* -l: time every allocation */
 static uint64_t worst_ticks; /* longest single allocation seen, in ticks */
 static uint64_t nallocs;     /* allocations made, every kind */
 
+/* bdwgc's own pauses. Its API in Debian 12 (8.2) has no pause statistics, only the total time of
+ * full collections in ms; but it announces the stop and the restart of the world to a callback,
+ * which runs in the collecting thread, with the world stopped in between and the allocation lock
+ * held throughout, so plain variables do. A pause is PRE_STOP_WORLD to POST_START_WORLD: the time
+ * the program's threads cannot run, as cgc's pause_max_ns counts it (the collecting thread's own
+ * allocation may take longer: -l shows that). */
+#if defined(USE_BDWGC)
+static uint64_t bdw_stop_ns;      /* when the current stop began; 0 outside one */
+static uint64_t bdw_pause_max_ns; /* longest stop */
+static uint64_t bdw_pause_total_ns;
+static uint64_t bdw_stops;
+
+static void GC_CALLBACK bdw_on_event(GC_EventType e)
+{
+	if (e == GC_EVENT_PRE_STOP_WORLD) {
+		bdw_stop_ns = now_ns();
+	} else if (e == GC_EVENT_POST_START_WORLD && bdw_stop_ns) {
+		uint64_t dt = now_ns() - bdw_stop_ns;
+		bdw_stop_ns = 0;
+		bdw_stops++;
+		bdw_pause_total_ns += dt;
+		if (dt > bdw_pause_max_ns)
+			bdw_pause_max_ns = dt;
+	}
+}
+#endif
+
 static void out_of_memory(void)
 {
 	fprintf(stderr, "gcbench: out of memory after %" PRIu64 " allocations\n", nallocs);
@@ -98,8 +137,8 @@ static inline struct node *new_node(struct node *left, struct node *right)
 	if (!n)
 		out_of_memory();
 	nallocs++;
-	n->left = left;
-	n->right = right;
+	store_ptr(n->left, left);
+	store_ptr(n->right, right);
 	n->i = 0;
 	n->j = 0;
 	return n;
@@ -117,8 +156,8 @@ static void populate(int depth, struct node *n)
 {
 	if (depth <= 0)
 		return;
-	n->left = new_node(NULL, NULL);
-	n->right = new_node(NULL, NULL);
+	store_ptr(n->left, new_node(NULL, NULL));
+	store_ptr(n->right, new_node(NULL, NULL));
 	populate(depth - 1, n->left);
 	populate(depth - 1, n->right);
 }
@@ -199,7 +238,8 @@ static const char *allocator_name(void)
 
 static void usage(const char *argv0)
 {
-	fprintf(stderr, "usage: %s [-d LIVE_DEPTH] [-w WORK_DEPTH] [-l] [-v]   (%d <= depths <= %d, default -d %d)\n",
+	fprintf(stderr, "usage: %s [-d LIVE_DEPTH] [-w WORK_DEPTH] [-l] [-i] [-v]   (%d <= depths <= %d, default -d %d;"
+			" -i: bdwgc's incremental mode, bdwgc build only)\n",
 		argv0, MIN_TREE_DEPTH, MAX_LIVE_DEPTH, DEFAULT_LIVE_DEPTH);
 	exit(2);
 }
@@ -208,9 +248,10 @@ int main(int argc, char **argv)
 {
 #if defined(USE_BDWGC)
 	GC_INIT();
+	GC_set_on_collection_event(bdw_on_event);
 #endif
-	int depth = DEFAULT_LIVE_DEPTH, work = 0, verbose = 0, opt;
-	while ((opt = getopt(argc, argv, "d:w:lv")) != -1) {
+	int depth = DEFAULT_LIVE_DEPTH, work = 0, verbose = 0, incremental = 0, opt;
+	while ((opt = getopt(argc, argv, "d:w:liv")) != -1) {
 		uint64_t v;
 		switch (opt) {
 		case 'd':
@@ -226,6 +267,9 @@ int main(int argc, char **argv)
 		case 'l':
 			time_allocs = 1;
 			break;
+		case 'i':
+			incremental = 1;
+			break;
 		case 'v':
 			verbose = 1;
 			break;
@@ -235,6 +279,22 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc)
 		usage(argv[0]);
+
+	/* Before the first allocation, as bdwgc asks: mostly-concurrent marking, with dirty bits
+	 * from the kernel (soft-dirty or mprotect) standing in for a write barrier. */
+#if defined(USE_BDWGC)
+	if (incremental)
+		GC_enable_incremental();
+#else
+	if (incremental) {
+		fprintf(stderr, "gcbench: -i is bdwgc's incremental mode; this is not the bdwgc build\n");
+		usage(argv[0]);
+	}
+#endif
+#if defined(USE_CGC_BARRIER)
+	/* The promise: every pointer store into the heap goes through CGC_WRITE (store_ptr). */
+	cgc_set_barrier(1);
+#endif
 
 	uint64_t ns0 = now_ns(), tk0 = ticks();
 
@@ -288,14 +348,26 @@ int main(int argc, char **argv)
 	       allocator_name(), depth, work, (double)elapsed / 1e9, ru.ru_maxrss, nallocs);
 	if (time_allocs)
 		printf(" worst_alloc_ns=%.0f", (double)worst_ticks * ns_per_tick);
-#if defined(USE_CGC)
+	/* max_pause_ns: the collector's longest stop of the world, by its own account; n/a for malloc. */
+#if defined(IS_CGC)
 	struct cgc_stats s;
 	cgc_get_stats(&s);
 	printf(" collections=%" PRIu64 " pause_max_ns=%" PRIu64 " pause_total_ns=%" PRIu64
 	       " mark_cpu_ns=%" PRIu64 " live_after_mark=%zu",
 	       s.collections, s.pause_max_ns, s.pause_total_ns, s.mark_cpu_ns, s.live_after_mark);
+#if defined(USE_CGC_BARRIER)
+	printf(" barrier=1");
+#else
+	printf(" barrier=0");
+#endif
+	printf(" max_pause_ns=%" PRIu64, s.pause_max_ns);
 #elif defined(USE_BDWGC)
-	printf(" collections=%" PRIuMAX, (uintmax_t)GC_get_gc_no());
+	printf(" collections=%" PRIuMAX " incremental=%d stops=%" PRIu64 " pause_max_ns=%" PRIu64
+	       " pause_total_ns=%" PRIu64 " max_pause_ns=%" PRIu64,
+	       (uintmax_t)GC_get_gc_no(), GC_is_incremental_mode(), bdw_stops, bdw_pause_max_ns,
+	       bdw_pause_total_ns, bdw_pause_max_ns);
+#else
+	printf(" max_pause_ns=n/a");
 #endif
 	printf("\n");
 	return 0;
