@@ -178,6 +178,8 @@ static NOINLINE void *large_alloc(size_t n, int noscan)
 	 * tests/stress_gc). */
 	__asm__ volatile("" ::"r"(p) : "memory");
 	store_relaxed(&c->inflight, 0);
+	if (unlikely(load_relaxed(&mheap.track_spans)))
+		dirty_span_add(s);
 	vg_malloclike(p, s->elemsize, !noscan);
 	/* Fresh and released pages are already zero: no need to touch them. */
 	if (!noscan && s->needzero)

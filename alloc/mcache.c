@@ -200,7 +200,7 @@ retry:
 	 * the next refill is marked now. Read after s became current: a mark that began since then
 	 * marked them itself at its start (doc/design/collector.md 8.2). */
 	if (unlikely(load_acquire(&mheap.marking)))
-		mark_free_slots(s);
+		gc_refill_marking(s);
 	void *p = s->freelist;
 	s->freelist = obj_get_next(p);
 	counter_add_owner(&s->nalloc, 1);

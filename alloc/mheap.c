@@ -289,7 +289,7 @@ span_t *mheap_alloc_large(size_t npages, unsigned spc, uintptr_t *inflight)
 		s->large_state = OBJ_ALLOC;
 		s->state = &s->large_state;
 		/* Born marked while a concurrent mark runs (allocate black). */
-		s->large_mark = (uint8_t)(load_relaxed(&mheap.marking) != 0);
+		s->large_mark = (uint8_t)(load_relaxed(&mheap.alloc_black) != 0);
 		s->marks = &s->large_mark;
 		store_relaxed(&s->owner, NULL);
 		store_relaxed(&s->thread_free, 0);

@@ -35,6 +35,19 @@ void **os_thread_dtv(uintptr_t tp);
 uintptr_t os_mapped_down(uintptr_t hi, uintptr_t floor);
 /* CPU time of the calling thread, ns. */
 uint64_t os_thread_cputime(void);
+/* Write tracking: which pages of registered memory were written since they were last protected
+ * (Linux: userfaultfd write-protection in asynchronous mode, read back with the PAGEMAP_SCAN
+ * ioctl, both 6.7 and later; doc/design/collector.md 9). A write to a protected page is let
+ * through by the kernel and recorded; nothing reaches the program. os_wt_init returns NULL when it
+ * works, else why not. */
+const char *os_wt_init(void);
+int os_wt_register(uintptr_t p, size_t size);          /* 0, or -1 */
+int os_wt_protect(uintptr_t p, size_t size, int on);  /* 0, or -1 */
+/* Calls fn for each run of pages in [lo, hi) written since their protection (with rearm: protects
+ * them again, atomically with the read). 0, or -1 when the kernel refused. */
+int os_wt_written(uintptr_t lo, uintptr_t hi, int rearm, void (*fn)(void *arg, uintptr_t a, uintptr_t b),
+		  void *arg);
+void os_wt_fork_child(void);                           /* registrations do not survive a fork */
 /* Sleeps about ns nanoseconds (a signal may cut it short). */
 void os_sleep_ns(uint64_t ns);
 /* pthread_cond_timedwait for at most ns from now, on a condition variable of the default clock. */

@@ -3,6 +3,10 @@
 #include "alloc/os.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
 #include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -158,4 +162,138 @@ void os_cond_timedwait_ns(pthread_cond_t *c, pthread_mutex_t *m, uint64_t ns)
 	ts.tv_sec += (time_t)(t / 1000000000u);
 	ts.tv_nsec = (long)(t % 1000000000u);
 	pthread_cond_timedwait(c, m, &ts);
+}
+
+/* ---- write tracking ----------------------------------------------------------------------- */
+
+/* The kernel interface, for headers older than Linux 6.7 (Debian 12 ships 6.1's): values from the
+ * kernel's uapi linux/userfaultfd.h and linux/fs.h. */
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1u << 13)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1u << 15)
+#endif
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+#ifndef PAGEMAP_SCAN
+struct page_region {
+	uint64_t start, end, categories;
+};
+struct pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define PM_SCAN_WP_MATCHING (1u << 0)
+#define PM_SCAN_CHECK_WPASYNC (1u << 1)
+#define PAGE_IS_WRITTEN (1u << 1)
+#endif
+
+static int wt_uffd = -1, wt_pagemap = -1;
+#define WT_VEC 4096
+static struct page_region *wt_vec;  /* results of one PAGEMAP_SCAN call (callers serialize) */
+
+const char *os_wt_init(void)
+{
+	if (wt_uffd >= 0)
+		return NULL;
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (fd < 0)
+		return "userfaultfd() failed (kernel without it, or not permitted)";
+	struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED};
+	if (ioctl(fd, UFFDIO_API, &api) != 0) {
+		close(fd);
+		return "the kernel has no asynchronous userfaultfd write-protection (Linux 6.7 or later)";
+	}
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pm < 0) {
+		close(fd);
+		return "cannot open /proc/self/pagemap";
+	}
+	struct page_region *vec = os_map(NULL, WT_VEC * sizeof *vec);
+	/* A probe: register, protect, write, and read the write back. */
+	size_t len = 2 * 4096;
+	char *probe = os_map(NULL, len);
+	const char *why = NULL;
+	if (vec == NULL || probe == NULL) {
+		why = "out of memory";
+	} else {
+		struct uffdio_register reg = {.range = {(uintptr_t)probe, len}, .mode = UFFDIO_REGISTER_MODE_WP};
+		struct uffdio_writeprotect wp = {.range = {(uintptr_t)probe, len}, .mode = UFFDIO_WRITEPROTECT_MODE_WP};
+		if (ioctl(fd, UFFDIO_REGISTER, &reg) != 0 || ioctl(fd, UFFDIO_WRITEPROTECT, &wp) != 0) {
+			why = "userfaultfd write-protection refused";
+		} else {
+			probe[4096] = 1;
+			struct pm_scan_arg a = {.size = sizeof a, .start = (uintptr_t)probe, .end = (uintptr_t)probe + len,
+						.vec = (uintptr_t)vec, .vec_len = WT_VEC,
+						.category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN};
+			long r = ioctl(pm, PAGEMAP_SCAN, &a);
+			if (r != 1 || vec[0].start != (uintptr_t)probe + 4096 || vec[0].end != (uintptr_t)probe + len)
+				why = "PAGEMAP_SCAN does not report written pages (Linux 6.7 or later)";
+		}
+	}
+	if (probe)
+		os_unmap(probe, len);
+	if (why) {
+		if (vec)
+			os_unmap(vec, WT_VEC * sizeof *vec);
+		close(pm);
+		close(fd);
+		return why;
+	}
+	wt_vec = vec;
+	wt_pagemap = pm;
+	wt_uffd = fd;
+	return NULL;
+}
+
+int os_wt_register(uintptr_t p, size_t size)
+{
+	struct uffdio_register reg = {.range = {p, size}, .mode = UFFDIO_REGISTER_MODE_WP};
+	return ioctl(wt_uffd, UFFDIO_REGISTER, &reg) == 0 ? 0 : -1;
+}
+
+int os_wt_protect(uintptr_t p, size_t size, int on)
+{
+	struct uffdio_writeprotect wp = {.range = {p, size}, .mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0};
+	return ioctl(wt_uffd, UFFDIO_WRITEPROTECT, &wp) == 0 ? 0 : -1;
+}
+
+int os_wt_written(uintptr_t lo, uintptr_t hi, int rearm, void (*fn)(void *arg, uintptr_t a, uintptr_t b),
+		  void *arg)
+{
+	while (lo < hi) {
+		struct pm_scan_arg a = {.size = sizeof a, .flags = rearm ? PM_SCAN_WP_MATCHING : 0,
+					.start = lo, .end = hi, .vec = (uintptr_t)wt_vec, .vec_len = WT_VEC,
+					.category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN};
+		long r = ioctl(wt_pagemap, PAGEMAP_SCAN, &a);
+		if (r < 0)
+			return -1;
+		for (long i = 0; i < r; i++)
+			fn(arg, wt_vec[i].start, wt_vec[i].end);
+		if (a.walk_end <= lo)
+			return -1; /* no progress: not expected */
+		lo = a.walk_end;
+	}
+	return 0;
+}
+
+/* The child has the descriptor but not the registrations (no UFFD_FEATURE_EVENT_FORK): it starts
+ * afresh, on a new descriptor, when it next needs one. */
+void os_wt_fork_child(void)
+{
+	if (wt_uffd >= 0) {
+		close(wt_uffd);
+		wt_uffd = -1;
+	}
+	if (wt_pagemap >= 0) {
+		close(wt_pagemap);
+		wt_pagemap = -1;
+	}
+	if (wt_vec) {
+		os_unmap(wt_vec, WT_VEC * sizeof *wt_vec);
+		wt_vec = NULL;
+	}
 }

@@ -155,6 +155,8 @@ struct span {
 	                            cleared by the sweep. Bytes, not bits: marking sets them with a
 	                            plain store (doc/design/collector.md 5.1) */
 	uint8_t large_mark;      /* a large span's single mark byte (marks points here) */
+	uint32_t dirty_gen;      /* atomic: the cycle that put it on the dirty list (gc/dirty.c) */
+	span_t *dirty_next;      /* that list */
 	uint8_t central_set;     /* which of mcentral's two sets the span is on */
 } __attribute__((aligned(64)));
 
@@ -234,6 +236,8 @@ typedef struct mheap {
 	 * termination, because marking reads span structs and their mark arrays without locks
 	 * (doc/design/collector.md 8.4). */
 	uint32_t marking;                    /* atomic */
+	uint32_t alloc_black;                /* and new objects are born marked (barrier mode) */
+	uint32_t track_spans;                /* and spans allocated from go to gc/dirty.c */
 	span_t *deferred;                    /* spans to free at mark termination (via next) */
 	mcache_t *mcaches;                   /* registry of all mcaches, live and pooled */
 	span_t *span_pool;                   /* span structs not in use: never given back to meta,

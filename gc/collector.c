@@ -21,6 +21,7 @@ NONROOT static pthread_mutex_t gc_lock = PTHREAD_MUTEX_INITIALIZER;
 typedef struct cycle {
 	bool forced;
 	bool concurrent;
+	size_t rescan;                          /* dirty mode: bytes re-scanned at termination */
 	uint64_t t_start, t_stopped, t_done;    /* ns: the (first) stop, stopped, restarted at the end */
 	uint64_t t_restart1, t_stop2;           /* concurrent: end of the first stop, second stop */
 	uint64_t mark_cpu_ns;
@@ -92,7 +93,7 @@ static void mark_termination(void)
  * is dropped, so new tiny objects go to black blocks. A large object in flight is marked. */
 static void mark_start_black(void)
 {
-	store_relaxed(&mheap.marking, 1);
+	store_relaxed(&mheap.alloc_black, 1);
 	for (mcache_t *c = mheap.mcaches; c; c = c->all_next) {
 		uintptr_t inflight = load_relaxed(&c->inflight);
 		if (inflight)
@@ -121,6 +122,13 @@ static void trace_cycle(const cycle_t *cy)
 		snprintf(goal, sizeof goal, "off");
 	else
 		snprintf(goal, sizeof goal, "%.1f MB", (double)cy->goal * mb);
+	char mode[64];
+	if (!cy->concurrent)
+		snprintf(mode, sizeof mode, " (stw)");
+	else if (gc.barrier)
+		snprintf(mode, sizeof mode, " (barrier)");
+	else
+		snprintf(mode, sizeof mode, " (dirty, %.1f MB rescanned)", (double)cy->rescan * mb);
 	char line[512];
 	snprintf(line, sizeof line,
 		 "gc %llu @%.3fs %d%%: %.3f+%.3f+%.3f ms clock, %.3f+%.3f+%.3f ms cpu, "
@@ -128,16 +136,24 @@ static void trace_cycle(const cycle_t *cy)
 		 (unsigned long long)gc.cycle, since, pct, a, b, c, a, (double)cy->mark_cpu_ns / 1e6, c,
 		 (double)cy->heap_start * mb, (double)cy->heap_marked_end * mb, (double)cy->marked * mb,
 		 goal, (double)cy->stacks * mb, (double)cy->globals * mb, cy->workers,
-		 cy->concurrent ? (gc.barrier ? " (barrier)" : " (dirty)") : " (stw)",
+		 mode,
 		 cy->forced ? " (forced)" : "");
 	os_write_stderr(line, strlen(line));
 }
 
 /* Whether this cycle may mark beside the program: only when it will learn of every pointer the
- * program stores meanwhile, through the barrier it promised to use (collector.md 8.1). */
+ * program stores meanwhile, through the barrier it promised to use or through the pages the
+ * kernel saw written (collector.md 8.1). */
+NONROOT static bool dirty_ok;
+
 static bool cycle_concurrent(void)
 {
-	return !gc_opt.stw && gc.barrier;
+	if (gc_opt.stw == 1 || !(gc.barrier || dirty_ok))
+		return false;
+	/* A small heap stops the world for a millisecond or two, less than a concurrent cycle's
+	 * two stops, its tracking and its thread hand-offs cost (measured: tests/stress_gc ran 3x
+	 * slower, bench/README.md); CGC_DEBUG=stw=0 makes every cycle concurrent. */
+	return gc_opt.stw == 0 || gc.heap_marked >= GC_CONCURRENT_MIN_LIVE;
 }
 
 static void stop_world(cycle_t *cy, uint64_t *t)
@@ -177,6 +193,12 @@ static void run_cycle(bool forced, bool inline_stw)
 			 * sweeper out of its span (collector.md 6.6). World running. */
 			sweep_finish();
 			roots_snapshot();
+			/* Without the barrier, writes are tracked from before the first object is
+			 * scanned; if the kernel refuses, this cycle stops the world. */
+			if (cy.concurrent && !gc.barrier && !dirty_arm()) {
+				dirty_disarm();
+				cy.concurrent = false;
+			}
 			stop_world(&cy, &cy.t_start);
 			cy.t_stopped = os_nanotime();
 			phase = GC_MARK;
@@ -192,8 +214,15 @@ static void run_cycle(bool forced, bool inline_stw)
 			/* The first stop: allocate black and the barrier on, then the roots that can
 			 * change or vanish once the world runs (stacks, TLS, registers) are scanned now;
 			 * the data segments are queued for the workers. */
-			mark_start_black();
-			barrier_enable(true);
+			store_relaxed(&mheap.marking, 1);
+			if (gc.barrier) {
+				mark_start_black();
+				barrier_enable(true);
+			} else {
+				/* Allocate white: new objects are found at termination if reachable
+				 * (collector.md 9.2); their spans are listed and unprotected. */
+				store_relaxed(&mheap.track_spans, 1);
+			}
 			store_release(&gc.phase, GC_MARK);
 			mark_roots(&w, &cy, true);
 			mark_flush(&w);
@@ -216,8 +245,16 @@ static void run_cycle(bool forced, bool inline_stw)
 			if (cy.concurrent) {
 				/* What the barrier buffered, and the globals again (a library may store
 				 * without the barrier, barrier.md 4); then whatever is left, in parallel. */
-				barrier_flush_all();
-				roots_push_globals(&w);
+				/* Every root again: the globals, because a library may store without the
+				 * barrier; the stacks, because a thread stopped by the first stop between
+				 * CGC_WRITE's test and its store went on to store unshaded (barrier.md 3).
+				 * Without the barrier, also what was written. */
+				size_t g, st;
+				roots_push_all(&w, (uintptr_t)__builtin_frame_address(0), &g, &st, false);
+				if (gc.barrier)
+					barrier_flush_all();
+				else
+					cy.rescan = dirty_push_rescan(&w);
 				uint64_t cpu = 0;
 				cy.marked = conc_marked + mark_drain_parallel(&w, &cpu, &cy.workers);
 				cy.mark_cpu_ns = conc_cpu + cpu;
@@ -227,18 +264,22 @@ static void run_cycle(bool forced, bool inline_stw)
 			}
 			store_release(&gc.phase, GC_MARK_TERMINATION);
 			store_relaxed(&mheap.marking, 0);
+			store_relaxed(&mheap.alloc_black, 0);
+			store_relaxed(&mheap.track_spans, 0);
 			span_t *deferred = mheap_take_deferred_locked();
 			cy.heap_marked_end = gc.heap_marked + (size_t)(load_relaxed(&gc.alloc_since) > 0
 									? load_relaxed(&gc.alloc_since) : 0);
 			mark_termination();
 			pacer_cycle_done(cy.marked, cy.globals + cy.stacks,
-					 cy.concurrent ? load_relaxed(&gc.alloc_since) - alloc_at_start : 0,
+					 cy.concurrent && gc.barrier ? load_relaxed(&gc.alloc_since) - alloc_at_start : 0,
 					 cycle_concurrent());
 			sweep_cycle_start(cy.marked, load_relaxed(&gc.goal));
 			/* The pause ends when the world is woken; after the wake-up on a busy machine this
 			 * thread may wait for a CPU, which is not the program's pause. */
 			cy.t_done = os_nanotime();
 			start_world();
+			if (cy.concurrent && !gc.barrier)
+				dirty_disarm();
 			mheap_free_deferred(deferred);
 			phase = GC_SWEEP;
 			break;
@@ -255,8 +296,9 @@ done:;
 		p2 = cy.t_done - cy.t_start;
 	uint64_t pmax = p1 > p2 ? p1 : p2;
 	gc.cycle++;
+	gc.cycles_forced += forced;
 	gc.pause_total_ns += p1 + p2;
-	gc.pause_last_ns = pmax;
+	gc.pause_last_ns = p1 + p2;
 	if (pmax > gc.pause_max_ns)
 		gc.pause_max_ns = pmax;
 	gc.mark_cpu_ns += cy.mark_cpu_ns;
@@ -367,28 +409,35 @@ void gc_collect_internal(bool forced)
 		sweep_finish();
 }
 
+/* The pacer's two lines (collector.md 7, 8.5). Past the trigger a cycle is asked for and the
+ * program goes on (a concurrent cycle) or waits for it (a stop-the-world one would stop it
+ * anyway). Past the goal while a mark runs, an allocating thread assists until no grey work is
+ * left and then waits for the cycle to end, so that the heap does not outgrow its goal (and
+ * CGC_MEMLIMIT) by more than what was in flight. */
 void gc_maybe_trigger(void)
 {
-	if (unlikely(load_relaxed(&gc.phase) == GC_MARK)) {
+	bool marking = load_relaxed(&gc.phase) == GC_MARK;
+	if (unlikely(marking)) {
 		mark_assist();
+		if (likely(!pacer_over_goal()))
+			return;
+	} else if (likely(!pacer_over_trigger())) {
 		return;
 	}
-	if (likely(!pacer_over_trigger()))
-		return;
-	bool concurrent = cycle_concurrent();
-	if (concurrent && load_relaxed(&K.want))
+	bool wait = marking || !cycle_concurrent() || pacer_over_goal();
+	if (!wait && load_relaxed(&K.want))
 		return;
 	lock_acquire(&K.lock);
 	collector_start_locked();
-	K.want = 1;
-	pthread_cond_signal(&K.wake);
-	/* A stop-the-world cycle would stop this thread anyway: it waits for the cycle, so that the
-	 * heap does not grow past the goal meanwhile (the allocating thread pays, as it did when it
-	 * ran the cycle itself). A round already under way may have checked the trigger before we
-	 * crossed it: wait for the next one too. */
-	if (!concurrent && !roots_held()) {
-		uint64_t until = K.rounds + 1 + (uint64_t)K.busy;
-		while (K.rounds < until && pacer_over_trigger())
+	if (!marking) {
+		K.want = 1;
+		pthread_cond_signal(&K.wake);
+	}
+	/* A round already under way may have checked the trigger before we crossed it: then wait
+	 * for the next one too. Inside dlopen the collector cannot run (it waits for the loader). */
+	if (wait && !roots_held()) {
+		uint64_t until = K.rounds + 1 + (uint64_t)(K.busy && !marking);
+		while (K.rounds < until && (marking || pacer_over_trigger()))
 			pthread_cond_wait(&K.done, &K.lock);
 	}
 	pthread_mutex_unlock(&K.lock);
@@ -446,6 +495,7 @@ void gc_fill_stats(struct cgc_stats *st)
 {
 	lock_acquire(&gc_lock);
 	st->collections = gc.cycle;
+	st->forced_collections = gc.cycles_forced;
 	st->pause_total_ns = gc.pause_total_ns;
 	st->pause_max_ns = gc.pause_max_ns;
 	st->pause_last_ns = gc.pause_last_ns;
@@ -493,6 +543,8 @@ static void fork_child(void)
 	K.want = 0;
 	K.served = K.requested;
 	pthread_mutex_unlock(&K.lock);
+	if (dirty_ok)
+		dirty_ok = dirty_init_child();
 	sweep_fork_child();
 	mark_fork_child();
 	threads_fork_child();
@@ -512,7 +564,9 @@ void gc_init(void)
 	gc.start_ns = os_nanotime();
 	options_init();
 	gc.goal = pacer_goal(0, 0);
-	pacer_set_trigger(false);
+	if (gc_opt.stw != 1)
+		dirty_ok = dirty_init();
+	pacer_set_trigger(cycle_concurrent());
 	threads_init();
 	roots_init();
 	mark_init();

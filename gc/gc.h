@@ -14,6 +14,7 @@
 
 #define GC_MIN_HEAP ((size_t)4 << 20)     /* the goal never drops below this */
 #define GC_DEFAULT_PERCENT 100
+#define GC_CONCURRENT_MIN_LIVE ((size_t)32 << 20) /* below: cycles stop the world (collector.md 8.1) */
 #define GC_MAX_PROCS 256
 #define WBUF_ITEMS 510                     /* grey items per work buffer (8 KiB buffers) */
 #define SCAN_CHUNK ((size_t)64 << 10)      /* large objects and roots are scanned in pieces */
@@ -41,7 +42,8 @@ typedef struct gc_options {
 	int signo;                   /* CGC_SIGNAL */
 	char signame[16];            /* its name, for messages */
 	int gctrace;                 /* CGC_DEBUG=gctrace=1 */
-	int stw;                     /* CGC_DEBUG=stw=1: every cycle stops the world to mark */
+	int stw;                     /* CGC_DEBUG=stw: 1 every cycle stops the world to mark, 0 none
+	                                does (where it can), -1 (default) by heap size */
 	int checkmark;               /* CGC_DEBUG=checkmark=1: verify each concurrent mark */
 } gc_options_t;
 
@@ -50,6 +52,7 @@ extern gc_options_t gc_opt;
 typedef struct gc_state {
 	int phase;                   /* atomic: enum gc_phase */
 	uint64_t cycle;              /* cycles completed */
+	uint64_t cycles_forced;      /* of them, for cgc_collect */
 	uint64_t start_ns;           /* when cgc started (for gctrace's @T) */
 	/* Pacer (gc/pacer.c), bytes. heap_live = heap_marked + alloc_since. */
 	size_t heap_marked;          /* marked by the last cycle */
@@ -158,7 +161,6 @@ void roots_lock(void);                 /* held from the snapshot to the restart:
 void roots_unlock(void);
 bool roots_trylock(void);
 bool roots_held(void);                 /* this thread is inside dlopen/dlclose */
-size_t roots_push_globals(gcwork_t *w);
 void roots_snapshot(void);             /* reads the loaded objects' segments (world running) */
 /* Pushes every root as grey work (world stopped); the calling thread's stack is scanned from
  * self_sp. Returns root bytes (globals and registered ranges; stacks and TLS). */
@@ -191,6 +193,28 @@ size_t mark_concurrent_stop(uint64_t *cpu_ns);
 void mark_checkmark(void);                          /* CGC_DEBUG=checkmark=1, world stopped */
 void mark_free_slots(span_t *s);                    /* allocate black: every free slot marked */
 void mark_assist(void);                             /* an allocating thread's share of the mark */
+
+/* ---- gc/dirty.c: what a program without the barrier wrote while marking ran --------------- */
+
+bool dirty_init(void);                 /* false (and a reason in dirty_why) when unavailable */
+extern const char *dirty_why;
+bool dirty_arm(void);                  /* world running, before a concurrent mark; false: cannot */
+void dirty_disarm(void);               /* after the mark: every page writable again */
+void dirty_span_add(span_t *s);        /* s is allocated from while marking: unprotected, listed */
+void dirty_start_spans(void);          /* first stop: the caches' current spans */
+/* Mark termination (world stopped): queues the marked objects on pages written since the arm and
+ * in listed spans. Returns bytes queued. */
+size_t dirty_push_rescan(gcwork_t *w);
+bool dirty_init_child(void);           /* fork child: registrations start afresh */
+
+/* A refill while marking runs (alloc/mcache.c): allocate black, or list the span. */
+static inline void gc_refill_marking(span_t *s)
+{
+	if (load_relaxed(&mheap.alloc_black))
+		mark_free_slots(s);
+	if (load_relaxed(&mheap.track_spans))
+		dirty_span_add(s);
+}
 void mark_fork_prepare(void);
 void mark_fork_parent(void);
 void mark_fork_child(void);

@@ -565,7 +565,7 @@ static void *bgworker_main(void *arg)
 					break;
 			}
 			pthread_mutex_unlock(&M.lock);
-			if (share < 1.0) {
+			if (share < 1.0 && !pacer_over_goal()) {
 				/* The fractional worker: ahead of its share, it sleeps the difference. */
 				uint64_t wall = os_nanotime() - wall0, cpu = os_thread_cputime() - cpu0;
 				double over = (double)cpu / share - (double)wall;

@@ -157,7 +157,7 @@ void options_init(void)
 	gc_opt.signo = SIGRTMIN + DEFAULT_SIGNAL_OFFSET;
 	strcpy(gc_opt.signame, "SIGRTMIN+4");
 	gc_opt.gctrace = 0;
-	gc_opt.stw = 0;
+	gc_opt.stw = -1;
 	gc_opt.checkmark = 0;
 	const char *v;
 	if ((v = getenv("CGC_PERCENT")) != NULL && *v)

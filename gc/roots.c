@@ -243,24 +243,6 @@ void roots_push_all(gcwork_t *w, uintptr_t self_sp, size_t *globals, size_t *sta
 	*stacks = c.stacks;
 }
 
-/* Only the data segments and registered ranges: a barrier-using program's termination re-scans
- * them as a safety net for libraries that store pointers without CGC_WRITE (barrier.md 4). */
-size_t roots_push_globals(gcwork_t *w)
-{
-	size_t g = 0;
-	for (size_t i = 0; i < segments.n; i++) {
-		range_t *r = &((range_t *)segments.v)[i];
-		mark_push_range(w, r->lo, r->hi - r->lo, false);
-		g += r->hi - r->lo;
-	}
-	for (size_t i = 0; i < user_roots.n; i++) {
-		range_t *r = &((range_t *)user_roots.v)[i];
-		mark_push_range(w, r->lo, r->hi - r->lo, false);
-		g += r->hi - r->lo;
-	}
-	return g;
-}
-
 /* What the root range at a is, for checkmark's report (world stopped). */
 struct describe_ctx {
 	uintptr_t a;

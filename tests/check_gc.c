@@ -1383,7 +1383,7 @@ START_TEST(test_stats)
 	cgc_get_stats(&st);
 	ck_assert_uint_eq(st.collections, s0.collections + 1);
 	ck_assert_uint_gt(st.pause_last_ns, 0);
-	ck_assert_uint_ge(st.pause_max_ns, st.pause_last_ns);
+	ck_assert_uint_ge(2 * st.pause_max_ns, st.pause_last_ns); /* at most two stops a cycle */
 	ck_assert_uint_ge(st.pause_max_ns, s0.pause_max_ns);
 	ck_assert_uint_eq(st.pause_total_ns, s0.pause_total_ns + st.pause_last_ns);
 	ck_assert_uint_gt(st.mark_cpu_ns, s0.mark_cpu_ns);
