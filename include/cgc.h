@@ -50,9 +50,10 @@ struct cgc_stats {
 	uint64_t tiny_allocs;   /* requests served by the tiny allocator */
 	/* The collector (see man 7 cgc). */
 	uint64_t collections;   /* cycles completed */
+	uint64_t forced_collections; /* of them, run for cgc_collect (several calls can share one) */
 	uint64_t pause_total_ns; /* time the world was stopped, summed over every cycle */
 	uint64_t pause_max_ns;  /* longest single stop */
-	uint64_t pause_last_ns; /* the last cycle's stop */
+	uint64_t pause_last_ns; /* the last cycle's stops (a concurrent cycle stops twice), summed */
 	size_t goal;            /* heap size at which the next cycle starts, bytes */
 	size_t live_after_mark; /* bytes the last cycle found reachable (marked) */
 	uint64_t mark_cpu_ns;   /* CPU time spent marking, every worker, every cycle */
