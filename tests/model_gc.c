@@ -933,18 +933,3 @@ int main(void)
 	srunner_free(sr);
 	return failed ? 1 : 0;
 }
-
-#ifdef MODEL_NO_BARRIER_LIB
-/* Stand-ins until the library has the barrier: CGC_WRITE then only stores. */
-int cgc_barrier_active;
-void cgc_write_barrier(void *slot, const void *value)
-{
-	(void)slot;
-	(void)value;
-}
-int cgc_set_barrier(int on)
-{
-	(void)on;
-	return 0;
-}
-#endif
