@@ -1,6 +1,5 @@
-/* tests/model_gc.c - a randomized model of a program's pointer traffic: threads copy, move and drop
- * pointers between heap nodes, globals and their own stacks while the collector cycles, with the
- * write barrier and without it, under CGC_DEBUG=checkmark=1. The seed replays each thread's choices. */
+/* tests/model_gc.c - threads copy, move and drop pointers between heap nodes, globals and their
+ * stacks while the collector cycles, with and without the write barrier, under checkmark; seeded. */
 
 /* The model. Pointers live in slots of four kinds:
  *
