@@ -297,6 +297,7 @@ done:;
 	uint64_t pmax = p1 > p2 ? p1 : p2;
 	gc.cycle++;
 	gc.cycles_forced += forced;
+	gc.cycles_concurrent += cy.concurrent;
 	gc.pause_total_ns += p1 + p2;
 	gc.pause_last_ns = p1 + p2;
 	if (pmax > gc.pause_max_ns)

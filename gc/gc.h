@@ -53,6 +53,7 @@ typedef struct gc_state {
 	int phase;                   /* atomic: enum gc_phase */
 	uint64_t cycle;              /* cycles completed */
 	uint64_t cycles_forced;      /* of them, for cgc_collect */
+	uint64_t cycles_concurrent;  /* of them, marked beside the program (tests read it) */
 	uint64_t start_ns;           /* when cgc started (for gctrace's @T) */
 	/* Pacer (gc/pacer.c), bytes. heap_live = heap_marked + alloc_since. */
 	size_t heap_marked;          /* marked by the last cycle */
