@@ -182,7 +182,7 @@ static span_t *bump_alloc(size_t npages)
 					free_range(t);
 				}
 			}
-			mheap.bump = a;
+			store_relaxed(&mheap.bump, a);
 			mheap.bump_end = a + got;
 		}
 		if (mheap.bump_end - mheap.bump < bytes)
@@ -194,7 +194,7 @@ static span_t *bump_alloc(size_t npages)
 	store_relaxed(&s->base, mheap.bump);
 	store_relaxed(&s->npages, npages);
 	s->needzero = 0;
-	mheap.bump += bytes;
+	store_relaxed(&mheap.bump, mheap.bump + bytes); /* read without the lock by gc/dirty.c */
 	return s;
 }
 

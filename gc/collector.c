@@ -195,9 +195,19 @@ static void run_cycle(bool forced, bool inline_stw)
 			roots_snapshot();
 			/* Without the barrier, writes are tracked from before the first object is
 			 * scanned; if the kernel refuses, this cycle stops the world. */
-			if (cy.concurrent && !gc.barrier && !dirty_arm()) {
-				dirty_disarm();
-				cy.concurrent = false;
+			if (cy.concurrent && !gc.barrier) {
+				/* Spans made current from here on are listed, and none is freed: the
+				 * arm below may protect a span a refill has just unprotected, which
+				 * only costs faults (collector.md 9.2). */
+				store_relaxed(&mheap.marking, 1);
+				store_relaxed(&mheap.track_spans, 1);
+				if (!dirty_arm()) {
+					dirty_disarm();
+					store_relaxed(&mheap.track_spans, 0);
+					store_relaxed(&mheap.marking, 0);
+					dirty_push_rescan_drop();
+					cy.concurrent = false;
+				}
 			}
 			stop_world(&cy, &cy.t_start);
 			cy.t_stopped = os_nanotime();
@@ -218,11 +228,9 @@ static void run_cycle(bool forced, bool inline_stw)
 			if (gc.barrier) {
 				mark_start_black();
 				barrier_enable(true);
-			} else {
-				/* Allocate white: new objects are found at termination if reachable
-				 * (collector.md 9.2); their spans are listed and unprotected. */
-				store_relaxed(&mheap.track_spans, 1);
 			}
+			/* Without the barrier: allocate white; new objects are found at termination if
+			 * reachable (collector.md 9.2), their spans listed since the arm. */
 			store_release(&gc.phase, GC_MARK);
 			mark_roots(&w, &cy, true);
 			mark_flush(&w);
@@ -410,24 +418,26 @@ void gc_collect_internal(bool forced)
 		sweep_finish();
 }
 
-/* The pacer's two lines (collector.md 7, 8.5). Past the trigger a cycle is asked for and the
- * program goes on (a concurrent cycle) or waits for it (a stop-the-world one would stop it
- * anyway). Past the goal while a mark runs, an allocating thread assists until no grey work is
- * left and then waits for the cycle to end, so that the heap does not outgrow its goal (and
- * CGC_MEMLIMIT) by more than what was in flight. */
+/* The pacer's lines (collector.md 7, 8.5). Past the trigger a cycle is asked for and the program
+ * goes on (a concurrent cycle) or waits for it (a stop-the-world one would stop it anyway). Past
+ * the goal while a mark runs, an allocating thread assists until no grey work is left; past the
+ * hard goal it then waits for the cycle to end, so that the heap (and CGC_MEMLIMIT) is exceeded by
+ * a bounded amount. */
 void gc_maybe_trigger(void)
 {
 	bool marking = load_relaxed(&gc.phase) == GC_MARK;
 	if (unlikely(marking)) {
 		mark_assist();
-		if (likely(!pacer_over_goal()))
+		if (likely(!pacer_over_hard_goal()))
 			return;
 	} else if (likely(!pacer_over_trigger())) {
 		return;
 	}
-	bool wait = marking || !cycle_concurrent() || pacer_over_goal();
+	bool wait = marking ? pacer_over_hard_goal() : !cycle_concurrent() || pacer_over_hard_goal();
 	if (!wait && load_relaxed(&K.want))
 		return;
+	/* Inside dlopen the collector cannot run (it waits for the loader): no waiting there. */
+	wait = wait && !roots_held();
 	lock_acquire(&K.lock);
 	collector_start_locked();
 	if (!marking) {
@@ -435,8 +445,8 @@ void gc_maybe_trigger(void)
 		pthread_cond_signal(&K.wake);
 	}
 	/* A round already under way may have checked the trigger before we crossed it: then wait
-	 * for the next one too. Inside dlopen the collector cannot run (it waits for the loader). */
-	if (wait && !roots_held()) {
+	 * for the next one too. */
+	if (wait) {
 		uint64_t until = K.rounds + 1 + (uint64_t)(K.busy && !marking);
 		while (K.rounds < until && (marking || pacer_over_trigger()))
 			pthread_cond_wait(&K.done, &K.lock);

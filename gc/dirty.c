@@ -38,17 +38,29 @@ bool dirty_init(void)
 	     x += ARENA_SIZE)                                                                       \
 		for (heap_arena_t *ha = load_acquire(&arena_index[x >> ARENA_SHIFT]); ha; ha = NULL)
 
+/* The page heap's bump pointer when the heap was armed: no span lay above it in its arena then,
+ * so the arm, the scan and the disarm stop there (a small heap protects megabytes, not its whole
+ * 64 MiB arena). A span made above it later is listed (dirty_span_add). */
+NONROOT static uintptr_t arm_bump;
+
+static uintptr_t arena_end(uintptr_t x)
+{
+	uintptr_t end = x + ARENA_SIZE;
+	return arm_bump > x && arm_bump < end ? arm_bump : end;
+}
+
 bool dirty_arm(void)
 {
 	if (!dirty_ok)
 		return false;
+	arm_bump = load_relaxed(&mheap.bump);
 	EACH_ARENA(x, ha) {
 		if (!registered[x >> ARENA_SHIFT]) {
 			if (os_wt_register(x, ARENA_SIZE) != 0)
 				return false;
 			registered[x >> ARENA_SHIFT] = 1;
 		}
-		if (os_wt_protect(x, ARENA_SIZE, 1) != 0)
+		if (os_wt_protect(x, arena_end(x) - x, 1) != 0)
 			return false;
 	}
 	return true;
@@ -58,7 +70,7 @@ void dirty_disarm(void)
 {
 	EACH_ARENA(x, ha) {
 		if (registered[x >> ARENA_SHIFT])
-			os_wt_protect(x, ARENA_SIZE, 0);
+			os_wt_protect(x, arena_end(x) - x, 0);
 	}
 }
 
@@ -140,7 +152,7 @@ size_t dirty_push_rescan(gcwork_t *w)
 {
 	dstats.pages = dstats.bytes = 0;
 	EACH_ARENA(x, ha) {
-		if (registered[x >> ARENA_SHIFT] && os_wt_written(x, x + ARENA_SIZE, 0, written_run, w) != 0)
+		if (registered[x >> ARENA_SHIFT] && os_wt_written(x, arena_end(x), 0, written_run, w) != 0)
 			cgc_fatal("cgc: the kernel stopped reporting written pages (PAGEMAP_SCAN) in the middle "
 				  "of a collection; cannot finish it safely");
 	}
@@ -149,6 +161,14 @@ size_t dirty_push_rescan(gcwork_t *w)
 		push_marked(w, s, s->base, s->base + (s->npages << PAGE_SHIFT));
 	store_relaxed(&dirty_gen, dirty_gen + 1);
 	return dstats.bytes;
+}
+
+/* The arm failed: the spans listed since are forgotten (the cycle stops the world). */
+void dirty_push_rescan_drop(void)
+{
+	for (span_t *s = exchange_acq_rel(&dirty_spans, NULL); s; s = s->dirty_next)
+		;
+	store_relaxed(&dirty_gen, dirty_gen + 1);
 }
 
 bool dirty_init_child(void)

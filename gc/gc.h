@@ -113,6 +113,16 @@ static inline bool pacer_over_trigger(void)
 	return since > 0 && gc.heap_marked + (size_t)since >= load_relaxed(&gc.trigger);
 }
 
+/* Half the runway again past the goal: where a concurrent cycle that has not finished makes
+ * allocating threads wait for it (collector.md 8.5). */
+static inline bool pacer_over_hard_goal(void)
+{
+	int64_t since = load_relaxed(&gc.alloc_since);
+	size_t goal = load_relaxed(&gc.goal);
+	size_t hard = goal + (goal > gc.heap_marked ? (goal - gc.heap_marked) / 2 : 0);
+	return since > 0 && gc.heap_marked + (size_t)since >= hard;
+}
+
 /* Bytes this thread was handed since its last mark assist (gc/pacer.c). */
 extern __thread int64_t tls_unassisted __attribute__((tls_model("initial-exec")));
 
@@ -206,6 +216,7 @@ void dirty_start_spans(void);          /* first stop: the caches' current spans 
 /* Mark termination (world stopped): queues the marked objects on pages written since the arm and
  * in listed spans. Returns bytes queued. */
 size_t dirty_push_rescan(gcwork_t *w);
+void dirty_push_rescan_drop(void);     /* the arm failed: forget the listed spans */
 bool dirty_init_child(void);           /* fork child: registrations start afresh */
 
 /* A refill while marking runs (alloc/mcache.c): allocate black, or list the span. */

@@ -54,7 +54,8 @@ struct cgc_stats {
 	uint64_t pause_total_ns; /* time the world was stopped, summed over every cycle */
 	uint64_t pause_max_ns;  /* longest single stop */
 	uint64_t pause_last_ns; /* the last cycle's stops (a concurrent cycle stops twice), summed */
-	size_t goal;            /* heap size at which the next cycle starts, bytes */
+	size_t goal;            /* heap size the next cycle aims to finish by, bytes (a stop-the-world
+	                           cycle starts there; a concurrent one at 70% of the way to it) */
 	size_t live_after_mark; /* bytes the last cycle found reachable (marked) */
 	uint64_t mark_cpu_ns;   /* CPU time spent marking, every worker, every cycle */
 	uint64_t swept_objects; /* objects the collector has reclaimed */

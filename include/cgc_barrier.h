@@ -4,9 +4,9 @@
  * or a global: CGC_WRITE(lvalue, value) stores value into lvalue and, while marking is on, shades
  * the old and the new value (the hybrid barrier, doc/design/barrier.md). Off, it costs one load and
  * one predictable branch. A program that routes every such store through CGC_WRITE (or the bulk
- * forms below) says so with cgc_set_barrier(1); the collector then never re-scans stacks or changed
- * pages. Without that promise cgc finds the changes itself, so a missed CGC_WRITE in a program that
- * made no promise costs nothing but speed. */
+ * forms below) says so with cgc_set_barrier(1); the collector then needs no write-protection of
+ * the heap and no re-scan of changed pages. Without that promise cgc finds the changes itself, so
+ * a missed CGC_WRITE in a program that made no promise costs nothing but speed. */
 #ifndef CGC_BARRIER_H
 #define CGC_BARRIER_H
 

@@ -162,6 +162,20 @@ expect_eq "decimals: summary" "$(summary "$tmp/out")" \
 	"1 cycle, run time 1.000 s; pause max 0.001 ms, mean 0.001 ms, total 0.001 ms (0.00% of run time); peak heap 1.1 MB"
 grep -q '<title>gc 1 @1.000s: pause 0.001 ms</title>' "$tmp/out" || bad "decimals: tooltip"
 
+# ---- concurrent cycles: "(barrier)" and "(dirty, N MB rescanned)", pauses A+C -------------------
+cat >"$tmp/concurrent.log" <<'LOG'
+gc 1 @0.500s 3%: 0.100+40.000+0.400 ms clock, 0.100+30.000+0.400 ms cpu, 70.0->80.0->60.0 MB, 120.0 MB goal, 0.1 MB stacks, 0.1 MB globals, 2 P (barrier)
+gc 2 @1.000s 3%: 0.200+50.000+0.800 ms clock, 0.200+35.000+0.800 ms cpu, 90.0->99.0->61.0 MB, 120.0 MB goal, 0.1 MB stacks, 0.1 MB globals, 2 P (dirty, 1.5 MB rescanned) (forced)
+gc 3 @1.500s 3%: 0.200+50.000+0.800 ms clock, 0.200+35.000+0.800 ms cpu, 90.0->99.0->61.0 MB, 120.0 MB goal, 0.1 MB stacks, 0.1 MB globals, 2 P (dirty, 1.5 MB) (forced)
+LOG
+run "$tmp/concurrent.log"
+expect_eq "concurrent: exit status" "$rc" 0
+expect_eq "concurrent: stderr" "$(cat "$tmp/err")" \
+	"cgc-trace: skipped 1 malformed gctrace line (the first is line 3 of $tmp/concurrent.log)"
+expect_eq "concurrent: pause bars" "$(bars "$tmp/out")" 2
+grep -q '<title>gc 1 @0.500s: pause 0.500 ms</title>' "$tmp/out" || bad "concurrent: barrier cycle's pause is not A+C"
+grep -q '<title>gc 2 @1.000s: pause 1.000 ms (forced)</title>' "$tmp/out" || bad "concurrent: dirty cycle's pause is not A+C"
+
 # ---- errors -------------------------------------------------------------------------------------
 run "$data/gctrace-none.log"
 expect_eq "none: exit status" "$rc" 1

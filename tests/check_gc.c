@@ -980,7 +980,11 @@ START_TEST(test_thread_register_unregister)
 	ck_assert_int_eq(real_create(&t, NULL, self_registering_thread, &j), 0);
 	baton_wait(&j.b, 1);
 	COLLECT();
-	ASSERT_RECLAIMED(j.h1);
+	/* Under valgrind this thread, signalled while it waits for the collector thread, leaves a
+	 * stale copy of h1 among the registers valgrind saves for the handler (every run): the
+	 * other varieties check the property. */
+	if (!RUNNING_ON_VALGRIND)
+		ASSERT_RECLAIMED(j.h1);
 	baton_set(&j.b, 2);
 	baton_wait(&j.b, 3);
 	ck_assert_int_eq(j.registered, 0);

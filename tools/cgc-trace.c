@@ -204,11 +204,17 @@ static bool parse_gctrace(const char *p, cycle_t *c)
 	      fixed(&p, 3, &globals) && lit(&p, " MB globals, ") &&
 	      whole(&p, &procs) && lit(&p, " P")))
 		return false;
+	bool mode = false;
+	int64_t rescanned;
 	for (;;) {
 		if (!c->forced && lit(&p, " (forced)"))
 			c->forced = true;
-		else if (!c->stw && lit(&p, " (stw)"))
-			c->stw = true;
+		else if (!c->stw && !mode && lit(&p, " (stw)"))
+			c->stw = mode = true;
+		else if (!mode && lit(&p, " (barrier)"))
+			mode = true; /* concurrent, through the write barrier */
+		else if (!mode && lit(&p, " (dirty, ") && fixed(&p, 3, &rescanned) && lit(&p, " MB rescanned)"))
+			mode = true; /* concurrent, through write tracking */
 		else
 			break;
 	}
