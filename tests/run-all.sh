@@ -67,6 +67,7 @@ variety sanitize CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-poi
 # freed under the heap lock and an earlier write TSan could not place) are not yet understood:
 # issue 3's note. It runs in every other variety.
 tsan_tests="tests/check_sizeclasses tests/check_alloc tests/check_badinput tests/stress_alloc tests/check_gc \
+	tests/model_gc tests/check_concurrent \
 	tests/sizeclasses-regen.sh tests/exports.sh tests/valgrind-bugs.sh tests/cgc-trace.sh"
 variety tsan CFLAGS="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" &&
 	TSAN_OPTIONS="halt_on_error=1 detect_deadlocks=0 die_after_fork=0" CK_TIMEOUT_MULTIPLIER=10 STRESS_SCALE=0.2 \
