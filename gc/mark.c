@@ -253,6 +253,18 @@ void mark_slot_black(uintptr_t a)
 
 /* ---- draining ---------------------------------------------------------------------------- */
 
+/* M.lock held, M.full not empty: our (empty) buffer goes back, the first published one is ours. */
+static void take_full_locked(gcwork_t *w)
+{
+	if (w->buf) {
+		w->buf->next = M.empty;
+		M.empty = w->buf;
+	}
+	w->buf = M.full;
+	store_relaxed(&M.full, w->buf->next);
+	w->buf->next = NULL;
+}
+
 /* The next item: from our buffer, else a published one; NULL when every worker is out of work
  * and nothing is published (then the drain is over). */
 static bool next_item(gcwork_t *w, item_t *it)
@@ -264,13 +276,7 @@ static bool next_item(gcwork_t *w, item_t *it)
 	lock_acquire(&M.lock);
 	for (;;) {
 		if (M.full) {
-			if (w->buf) {
-				w->buf->next = M.empty;
-				M.empty = w->buf;
-			}
-			w->buf = M.full;
-			store_relaxed(&M.full, w->buf->next);
-			w->buf->next = NULL;
+			take_full_locked(w);
 			pthread_mutex_unlock(&M.lock);
 			*it = w->buf->items[--w->buf->n];
 			return true;
@@ -446,13 +452,7 @@ static bool take_published(gcwork_t *w)
 		pthread_mutex_unlock(&M.lock);
 		return false;
 	}
-	if (w->buf) {
-		w->buf->next = M.empty;
-		M.empty = w->buf;
-	}
-	w->buf = M.full;
-	store_relaxed(&M.full, w->buf->next);
-	w->buf->next = NULL;
+	take_full_locked(w);
 	pthread_mutex_unlock(&M.lock);
 	return true;
 }
