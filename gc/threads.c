@@ -229,6 +229,21 @@ CGC_API int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)
 
 /* ---- blocking ---------------------------------------------------------------------------- */
 
+/* The registers a call may clobber are dead in the caller of cgc_enter_blocking, so what they hold
+ * is stale, and a stale pointer there would keep garbage alive for as long as the thread blocks
+ * (tests/check_gc saw it): only the callee-saved ones are kept. */
+static void forget_scratch_registers(unw_context_t *ctx)
+{
+#if defined(__x86_64__)
+	static const int scratch[] = {REG_RAX, REG_RCX, REG_RDX, REG_RSI, REG_RDI,
+				      REG_R8,  REG_R9,  REG_R10, REG_R11};
+	for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++)
+		ctx->uc_mcontext.gregs[scratch[i]] = 0;
+#else
+	(void)ctx; /* elsewhere every register is kept: conservative, and correct */
+#endif
+}
+
 CGC_API void cgc_enter_blocking(void)
 {
 	gthread_t *t = tls_gthread ? tls_gthread : (alloc_init(), threads_register_self());
@@ -236,6 +251,7 @@ CGC_API void cgc_enter_blocking(void)
 		return;
 	/* Callee-saved registers go to the record (scanned); the stack from here up stays put. */
 	unw_getcontext((unw_context_t *)t->regs);
+	forget_scratch_registers((unw_context_t *)t->regs);
 	t->sp = (uintptr_t)__builtin_frame_address(0);
 	store_release(&t->state, THREAD_BLOCKING);
 }

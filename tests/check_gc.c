@@ -136,8 +136,12 @@ static const char *state_name(int s)
 			      (unsigned long)SHOW(h), state_name(s_));                             \
 	} while (0)
 
+/* Not under TSan (its runtime keeps copies of pointers) nor valgrind: there a thread signalled
+ * while it waits for the collector thread is scanned with every register valgrind saved for the
+ * handler, and stale copies in scratch registers kept objects alive (seen in CI, two tests). */
+#define RECLAIM_CHECKED (!UNDER_TSAN && !RUNNING_ON_VALGRIND)
 #define ASSERT_RECLAIMED(h)                                                                        \
-	ck_assert_msg(UNDER_TSAN || reclaimed(h), "object %#lx survived; expected it reclaimed",    \
+	ck_assert_msg(!RECLAIM_CHECKED || reclaimed(h), "object %#lx survived; expected it reclaimed", \
 		      (unsigned long)SHOW(h))
 
 /* A step counter two threads hand back and forth. */
@@ -589,7 +593,7 @@ START_TEST(test_interior_and_past_end)
 		 * object it came from. */
 		h = make_obj_at(n, 22, 1, 0);
 		COLLECT();
-		ck_assert_msg(UNDER_TSAN || reclaimed(h), "size %zu: a pointer one past the end kept the object", n);
+		ck_assert_msg(!RECLAIM_CHECKED || reclaimed(h), "size %zu: a pointer one past the end kept the object", n);
 		g_bss_slot = NULL;
 	}
 }
@@ -980,11 +984,7 @@ START_TEST(test_thread_register_unregister)
 	ck_assert_int_eq(real_create(&t, NULL, self_registering_thread, &j), 0);
 	baton_wait(&j.b, 1);
 	COLLECT();
-	/* Under valgrind this thread, signalled while it waits for the collector thread, leaves a
-	 * stale copy of h1 among the registers valgrind saves for the handler (every run): the
-	 * other varieties check the property. */
-	if (!RUNNING_ON_VALGRIND)
-		ASSERT_RECLAIMED(j.h1);
+	ASSERT_RECLAIMED(j.h1);
 	baton_set(&j.b, 2);
 	baton_wait(&j.b, 3);
 	ck_assert_int_eq(j.registered, 0);
