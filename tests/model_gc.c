@@ -75,6 +75,11 @@
 #define FULL_CHECK_EVERY 400  /* ops between a thread's checks of everything it reaches */
 #define STATS_EVERY 256       /* ops between samples of heap_inuse */
 #define COLLECT_EVERY 25000   /* ops between a thread's explicit collections, on average */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define UNDER_SANITIZER 1
+#else
+#define UNDER_SANITIZER 0
+#endif
 #define BASE_OPS 8000         /* operations per thread at STRESS_SCALE=1 (every cycle checkmarked) */
 #define MODEL_PERCENT "10"    /* CGC_PERCENT unless the environment has one */
 #define ID_TAG (0xb7ull << 56) /* ids are non-canonical addresses: never taken for a pointer */
@@ -862,8 +867,10 @@ static void run_model(bool barrier)
 		      "seed %llu, %s mode: heap_inuse peaked at %zu KiB, %llu MiB allocated",
 		      (unsigned long long)seed, mode_name, peak >> 10,
 		      (unsigned long long)(bytes >> 20));
-	/* And once everything is dropped the bulk of it goes (not all: the scan is conservative). */
-	ck_assert_msg(st.heap_inuse <= st0.heap_inuse + peak / 4,
+	/* And once everything is dropped the bulk of it goes (not all: the scan is conservative).
+	 * Not checked under the sanitizers, whose runtimes keep copies of pointers (an ASan run kept
+	 * three quarters of the peak once, in barrier mode: the issue 4 note). */
+	ck_assert_msg(UNDER_SANITIZER || st.heap_inuse <= st0.heap_inuse + peak / 4,
 		      "seed %llu, %s mode: heap_inuse is %zu KiB after everything was dropped: %zu KiB"
 		      " at the start, peak %zu KiB", (unsigned long long)seed, mode_name,
 		      st.heap_inuse >> 10, st0.heap_inuse >> 10, peak >> 10);
