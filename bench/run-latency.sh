@@ -253,7 +253,7 @@ done
 pause_depth=22
 target "cgc-nobarrier max pause / bdwgc-stw max pause <= 0.25, depth $pause_depth" \
 	"$(ratio "$(med "cgc-nobarrier,$pause_depth,max_pause_ns")" "$(med "bdwgc-stw,$pause_depth,max_pause_ns")")" 0.25
-if ((${#warned[@]} > 0)); then
+if [[ -n "${warned[*]-}" ]]; then  # (an empty array is "unbound" to set -u)
 	echo
 	for v in "${!warned[@]}"; do
 		echo "Note: $v: ${warned[$v]}."
