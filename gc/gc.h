@@ -136,6 +136,7 @@ typedef struct gthread {
 	uintptr_t tp;                  /* thread pointer: finds its TLS (gc/roots.c) */
 	uint32_t state;                /* atomic: THREAD_* */
 	uint32_t acked;                /* atomic: the stop epoch this thread last acknowledged */
+	uint32_t signalled;            /* atomic: the last stop epoch that signalled (and counted) it */
 	uintptr_t sp;                  /* where it stood when stopped or when it began blocking */
 	uintptr_t altstack_lo, altstack_hi; /* its sigaltstack, if stopped while on it */
 	struct gthread *next;

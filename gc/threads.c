@@ -283,7 +283,11 @@ static void stop_handler(int sig, siginfo_t *si, void *uc)
 	int saved_errno = errno;
 	gthread_t *t = tls_gthread;
 	uint32_t e = load_acquire(&stop_epoch);
-	if (t == NULL || !load_acquire(&stopping) || load_relaxed(&t->acked) == e) {
+	/* Only for a stop that signalled us, hence counted us: a late or resent delivery from an
+	 * earlier stop, arriving while this one left us alone (blocking), must not add an
+	 * acknowledgement the collector would take for another thread's. */
+	if (t == NULL || !load_acquire(&stopping) || load_relaxed(&t->acked) == e ||
+	    load_acquire(&t->signalled) != e) {
 		errno = saved_errno;
 		return;
 	}
@@ -349,6 +353,7 @@ int world_stop(void)
 		uint32_t st = THREAD_BLOCKING;
 		if (cas_strong_acq_rel(&t->state, &st, THREAD_BLOCKING_HELD))
 			continue; /* scanned from where it stood; not signalled */
+		store_release(&t->signalled, e);
 		int r = pthread_kill(t->pt, gc_opt.signo);
 		if (r != 0) {
 			/* Gone without unregistering (killed by another runtime's means): nothing to scan. */
