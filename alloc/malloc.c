@@ -8,6 +8,7 @@
 #include "alloc/alloc.h"
 #include "alloc/os.h"
 #include "alloc/vg.h"
+#include "barrier/barrier.h"
 #include "gc/gc.h"
 #include "include/cgc.h"
 
@@ -408,7 +409,7 @@ CGC_API void *cgc_realloc(void *p, size_t n)
 		return NULL; /* p is untouched and still valid */
 	/* q is black while a mark runs; what it inherits from p must not stay white. */
 	if (!noscan && unlikely(load_relaxed(&mheap.marking)))
-		gc_realloc_shade(p, n < old ? n : old);
+		barrier_shade_range(p, n < old ? n : old);
 	memcpy(q, p, n < old ? n : old);
 	free_small(p, "realloc");
 	return q;

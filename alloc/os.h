@@ -3,6 +3,7 @@
 #ifndef CGC_ALLOC_OS_H
 #define CGC_ALLOC_OS_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,14 +44,12 @@ uint64_t os_thread_cputime(void);
 const char *os_wt_init(void);
 int os_wt_register(uintptr_t p, size_t size);          /* 0, or -1 */
 int os_wt_protect(uintptr_t p, size_t size, int on);  /* 0, or -1 */
-/* Calls fn for each run of pages in [lo, hi) written since their protection (with rearm: protects
- * them again, atomically with the read). 0, or -1 when the kernel refused. */
-int os_wt_written(uintptr_t lo, uintptr_t hi, int rearm, void (*fn)(void *arg, uintptr_t a, uintptr_t b),
-		  void *arg);
+/* Calls fn for each run of pages in [lo, hi) written since their protection. 0, or -1 when the
+ * kernel refused. */
+int os_wt_written(uintptr_t lo, uintptr_t hi, void (*fn)(void *arg, uintptr_t a, uintptr_t b), void *arg);
 void os_wt_fork_child(void);                           /* registrations do not survive a fork */
 /* Sleeps about ns nanoseconds (a signal may cut it short). */
 void os_sleep_ns(uint64_t ns);
 /* pthread_cond_timedwait for at most ns from now, on a condition variable of the default clock. */
-#include <pthread.h>
 void os_cond_timedwait_ns(pthread_cond_t *c, pthread_mutex_t *m, uint64_t ns);
 #endif

@@ -186,8 +186,6 @@ struct pm_scan_arg {
 	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
 };
 #define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
-#define PM_SCAN_WP_MATCHING (1u << 0)
-#define PM_SCAN_CHECK_WPASYNC (1u << 1)
 #define PAGE_IS_WRITTEN (1u << 1)
 #endif
 
@@ -261,12 +259,10 @@ int os_wt_protect(uintptr_t p, size_t size, int on)
 	return ioctl(wt_uffd, UFFDIO_WRITEPROTECT, &wp) == 0 ? 0 : -1;
 }
 
-int os_wt_written(uintptr_t lo, uintptr_t hi, int rearm, void (*fn)(void *arg, uintptr_t a, uintptr_t b),
-		  void *arg)
+int os_wt_written(uintptr_t lo, uintptr_t hi, void (*fn)(void *arg, uintptr_t a, uintptr_t b), void *arg)
 {
 	while (lo < hi) {
-		struct pm_scan_arg a = {.size = sizeof a, .flags = rearm ? PM_SCAN_WP_MATCHING : 0,
-					.start = lo, .end = hi, .vec = (uintptr_t)wt_vec, .vec_len = WT_VEC,
+		struct pm_scan_arg a = {.size = sizeof a, .start = lo, .end = hi, .vec = (uintptr_t)wt_vec, .vec_len = WT_VEC,
 					.category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN};
 		long r = ioctl(wt_pagemap, PAGEMAP_SCAN, &a);
 		if (r < 0)

@@ -231,10 +231,10 @@ typedef struct mheap {
 	size_t large_inuse;                  /* bytes in live large objects */
 	uint64_t last_scavenge;              /* ns */
 	uint32_t sweepgen;                   /* the collector's cycle counter x2 (see mcentral_t) */
-	/* A concurrent mark runs (set and cleared under this lock with the world stopped): new
-	 * objects are born marked, and spans are not freed but kept on `deferred` until mark
-	 * termination, because marking reads span structs and their mark arrays without locks
-	 * (doc/design/collector.md 8.4). */
+	/* A concurrent mark runs (set at its first stop, or just before it when writes are tracked;
+	 * cleared at termination): spans are not freed but kept on `deferred` until then, because
+	 * marking reads span structs and their mark arrays without locks, and refills report to the
+	 * collector (doc/design/collector.md 8.4). */
 	uint32_t marking;                    /* atomic */
 	uint32_t alloc_black;                /* and new objects are born marked (barrier mode) */
 	uint32_t track_spans;                /* and spans allocated from go to gc/dirty.c */

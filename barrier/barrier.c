@@ -17,24 +17,21 @@ CGC_API int cgc_barrier_active;
 /* Shades n values with the stop signal blocked. */
 static void shade_blocked(const uintptr_t *v, size_t n)
 {
-	sigset_t set, old;
-	sigemptyset(&set);
-	sigaddset(&set, gc_opt.signo);
-	pthread_sigmask(SIG_BLOCK, &set, &old);
+	sigset_t old;
+	threads_hold_stop(&old);
 	mark_shade(v, n);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	threads_release_stop(&old);
 }
 
 static NOINLINE void flush(wbbuf_t *b)
 {
-	sigset_t set, old;
-	sigemptyset(&set);
-	sigaddset(&set, gc_opt.signo);
-	pthread_sigmask(SIG_BLOCK, &set, &old);
-	/* Still marking? Termination may have shaded and emptied the buffer while we waited. */
+	sigset_t old;
+	threads_hold_stop(&old);
+	/* The count is read with the signal held: a termination that ran before may have shaded
+	 * and emptied the buffer. */
 	mark_shade(b->v, load_relaxed(&b->n));
 	store_relaxed(&b->n, 0);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	threads_release_stop(&old);
 }
 
 /* Yuasa: the value about to be overwritten was reachable when marking began, and the mark must

@@ -22,7 +22,7 @@ typedef struct cycle {
 	bool forced;
 	bool concurrent;
 	size_t rescan;                          /* dirty mode: bytes re-scanned at termination */
-	uint64_t t_start, t_stopped, t_done;    /* ns: the (first) stop, stopped, restarted at the end */
+	uint64_t t_start, t_done;               /* ns: the (first) stop began, the world restarted at the end */
 	uint64_t t_restart1, t_stop2;           /* concurrent: end of the first stop, second stop */
 	uint64_t mark_cpu_ns;
 	size_t heap_start, heap_marked_end, marked, goal;
@@ -156,7 +156,7 @@ static bool cycle_concurrent(void)
 	return gc_opt.stw == 0 || gc.heap_marked >= GC_CONCURRENT_MIN_LIVE;
 }
 
-static void stop_world(cycle_t *cy, uint64_t *t)
+static void stop_world(uint64_t *t)
 {
 	threads_lock_registry();
 	alloc_locks_take();
@@ -209,8 +209,7 @@ static void run_cycle(bool forced, bool inline_stw)
 					cy.concurrent = false;
 				}
 			}
-			stop_world(&cy, &cy.t_start);
-			cy.t_stopped = os_nanotime();
+			stop_world(&cy.t_start);
 			phase = GC_MARK;
 			break;
 		case GC_MARK:
@@ -246,17 +245,16 @@ static void run_cycle(bool forced, bool inline_stw)
 				;
 			conc_marked = mark_concurrent_stop(&conc_cpu);
 			/* The second stop: mark termination. */
-			stop_world(&cy, &cy.t_stop2);
+			stop_world(&cy.t_stop2);
 			phase = GC_MARK_TERMINATION;
 			break;
 		case GC_MARK_TERMINATION:
 			if (cy.concurrent) {
-				/* What the barrier buffered, and the globals again (a library may store
-				 * without the barrier, barrier.md 4); then whatever is left, in parallel. */
 				/* Every root again: the globals, because a library may store without the
 				 * barrier; the stacks, because a thread stopped by the first stop between
 				 * CGC_WRITE's test and its store went on to store unshaded (barrier.md 3).
-				 * Without the barrier, also what was written. */
+				 * Then what the barrier buffered, or without it what was written; then
+				 * whatever is left, in parallel. */
 				size_t g, st;
 				roots_push_all(&w, (uintptr_t)__builtin_frame_address(0), &g, &st, false);
 				if (gc.barrier)
@@ -471,11 +469,6 @@ void gc_maybe_trigger(void)
 			wait_for_collector();
 	}
 	pthread_mutex_unlock(&K.lock);
-}
-
-void gc_realloc_shade(const void *p, size_t len)
-{
-	barrier_shade_range(p, len);
 }
 
 int gc_set_barrier(bool on)

@@ -15,9 +15,7 @@ NONROOT static uint8_t *registered;   /* per arena index entry: write tracking k
                                          committed; the collector's thread only) */
 NONROOT static span_t *dirty_spans;   /* atomic: spans allocated from during this mark */
 NONROOT static uint32_t dirty_gen = 1; /* this mark's tag in span->dirty_gen */
-NONROOT static struct {
-	size_t pages, bytes;               /* last termination: written bytes, bytes queued */
-} dstats;
+NONROOT static size_t rescan_bytes;   /* queued by the current termination */
 
 bool dirty_init(void)
 {
@@ -89,16 +87,6 @@ void dirty_span_add(span_t *s)
 	os_wt_protect(s->base, s->npages << PAGE_SHIFT, 0);
 }
 
-void dirty_start_spans(void)
-{
-	for (mcache_t *c = mheap.mcaches; c; c = c->all_next)
-		for (unsigned spc = 0; spc < NUM_SPAN_CLASSES; spc++) {
-			span_t *s = load_relaxed(&c->cur[spc]);
-			if (s != &empty_span)
-				dirty_span_add(s);
-		}
-}
-
 /* Queues the marked objects of s that overlap [a, b): whole small objects, and only the overlap
  * of a large one (a written page of a 1 GiB array is a page to re-scan, not a gigabyte). */
 static void push_marked(gcwork_t *w, span_t *s, uintptr_t a, uintptr_t b)
@@ -117,7 +105,7 @@ static void push_marked(gcwork_t *w, span_t *s, uintptr_t a, uintptr_t b)
 				b = oend;
 			if (a < b) {
 				mark_push_range(w, a, b - a, false);
-				dstats.bytes += b - a;
+				rescan_bytes += b - a;
 			}
 		}
 		return;
@@ -128,7 +116,7 @@ static void push_marked(gcwork_t *w, span_t *s, uintptr_t a, uintptr_t b)
 	for (; i <= j && i < s->nelems; i++) {
 		if (s->marks[i] && s->state[i] != OBJ_FREE) {
 			mark_push_range(w, s->base + i * s->elemsize, s->elemsize, false);
-			dstats.bytes += s->elemsize;
+			rescan_bytes += s->elemsize;
 		}
 	}
 }
@@ -136,7 +124,6 @@ static void push_marked(gcwork_t *w, span_t *s, uintptr_t a, uintptr_t b)
 static void written_run(void *arg, uintptr_t a, uintptr_t b)
 {
 	gcwork_t *w = arg;
-	dstats.pages += b - a;
 	while (a < b) {
 		span_t *s = spanmap_lookup(a);
 		if (s == NULL || s->kind == SPAN_FREE) {
@@ -150,9 +137,9 @@ static void written_run(void *arg, uintptr_t a, uintptr_t b)
 
 size_t dirty_push_rescan(gcwork_t *w)
 {
-	dstats.pages = dstats.bytes = 0;
+	rescan_bytes = 0;
 	EACH_ARENA(x, ha) {
-		if (registered[x >> ARENA_SHIFT] && os_wt_written(x, arena_end(x), 0, written_run, w) != 0)
+		if (registered[x >> ARENA_SHIFT] && os_wt_written(x, arena_end(x), written_run, w) != 0)
 			cgc_fatal("cgc: the kernel stopped reporting written pages (PAGEMAP_SCAN) in the middle "
 				  "of a collection; cannot finish it safely");
 	}
@@ -160,14 +147,13 @@ size_t dirty_push_rescan(gcwork_t *w)
 	for (; s; s = s->dirty_next)
 		push_marked(w, s, s->base, s->base + (s->npages << PAGE_SHIFT));
 	store_relaxed(&dirty_gen, dirty_gen + 1);
-	return dstats.bytes;
+	return rescan_bytes;
 }
 
 /* The arm failed: the spans listed since are forgotten (the cycle stops the world). */
 void dirty_push_rescan_drop(void)
 {
-	for (span_t *s = exchange_acq_rel(&dirty_spans, NULL); s; s = s->dirty_next)
-		;
+	store_release(&dirty_spans, NULL);
 	store_relaxed(&dirty_gen, dirty_gen + 1);
 }
 

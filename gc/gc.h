@@ -88,8 +88,6 @@ void gc_maybe_trigger(void);
 struct cgc_stats;
 void gc_fill_stats(struct cgc_stats *st);   /* the collector's fields of cgc_get_stats */
 int gc_set_barrier(bool on);                /* cgc_set_barrier; returns the old setting */
-/* While marking runs: objects the caller is about to copy into a new one are shaded first. */
-void gc_realloc_shade(const void *p, size_t len);
 
 /* ---- gc/pacer.c --------------------------------------------------------------------------- */
 
@@ -158,6 +156,11 @@ int world_stop(void);
 void world_start(void);
 void threads_push_starting(gcwork_t *w, bool now); /* arguments of threads not yet registered */
 gthread_t *threads_first(void);            /* the registry's list (world stopped) */
+/* Holds off the stop signal (old: the mask to restore), for work a stop must not split: marking
+ * on a program's thread, which would otherwise leave objects marked but not yet queued
+ * (collector.md 8.3). */
+void threads_hold_stop(sigset_t *old);
+void threads_release_stop(const sigset_t *old);
 int threads_create_internal(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
 /* Calls fn for every registered thread with the world stopped: lo/hi is what to scan of its
  * stack, regs/regs_size any saved registers outside that range. */
@@ -213,7 +216,6 @@ extern const char *dirty_why;
 bool dirty_arm(void);                  /* world running, before a concurrent mark; false: cannot */
 void dirty_disarm(void);               /* after the mark: every page writable again */
 void dirty_span_add(span_t *s);        /* s is allocated from while marking: unprotected, listed */
-void dirty_start_spans(void);          /* first stop: the caches' current spans */
 /* Mark termination (world stopped): queues the marked objects on pages written since the arm and
  * in listed spans. Returns bytes queued. */
 size_t dirty_push_rescan(gcwork_t *w);

@@ -159,7 +159,7 @@ static NOINLINE COLD _Noreturn void check_missed(gcwork_t *w, span_t *s, size_t 
 		  (void *)w->check_at, (void *)w->check_parent, (void *)w->check_root, where);
 }
 
-__attribute__((no_sanitize_address, no_sanitize_thread)) static void check_scan(gcwork_t *w, uintptr_t p, uintptr_t len, uintptr_t root)
+__attribute__((no_sanitize_address, no_sanitize_thread)) static void check_scan(gcwork_t *w, uintptr_t p, uintptr_t len)
 {
 	uintptr_t lo = load_relaxed(&heap_lo), span = load_relaxed(&heap_hi) - lo;
 	w->check_parent = p;
@@ -190,7 +190,6 @@ __attribute__((no_sanitize_address, no_sanitize_thread)) static void check_scan(
 		if (!SPC_NOSCAN(s->spc))
 			mark_push_range(w, s->base + idx * s->elemsize, s->elemsize, false);
 	}
-	(void)root;
 }
 
 /* Scans [p, p+len) word by word. Conservative scanning reads whatever is there: sanitizers must
@@ -204,7 +203,7 @@ __attribute__((no_sanitize_address, no_sanitize_thread)) static void scan_range(
 	len &= ~(uintptr_t)7;
 	uintptr_t lo = load_relaxed(&heap_lo), span = load_relaxed(&heap_hi) - lo;
 	if (unlikely(w->check)) {
-		check_scan(w, p, len, root);
+		check_scan(w, p, len);
 		return;
 	}
 	const uintptr_t *q = (const uintptr_t *)p, *end = (const uintptr_t *)(p + len);
@@ -436,7 +435,6 @@ NONROOT static struct {
 	double share;               /* CPU share of the last worker (the fractional one) */
 	int started;                /* worker threads made */
 	int running;                /* workers inside the current mark */
-	int idle_now;               /* of them, out of work */
 	int stop;                   /* the collector wants them parked */
 	uint32_t busy;              /* atomic: threads inside mark_drain_some or mark_shade, which
 	                               may hold grey work not yet published */
@@ -556,11 +554,9 @@ static void *bgworker_main(void *arg)
 			if (n == 0) {
 				/* Out of work: say so, and wait for more (a barrier flush, an assist's
 				 * leftovers) or for the end. */
-				C.idle_now++;
 				pthread_cond_broadcast(&C.idle);
 				while (M.full == NULL && !C.stop)
 					pthread_cond_wait(&M.cond, &M.lock);
-				C.idle_now--;
 				if (C.stop)
 					break;
 			}
@@ -741,16 +737,14 @@ void mark_assist(void)
 		return;
 	bool over = pacer_over_goal();
 	size_t budget = over ? SIZE_MAX : (size_t)((double)owed * gc.assist_ratio);
-	sigset_t set, old;
-	sigemptyset(&set);
-	sigaddset(&set, gc_opt.signo);
+	sigset_t old;
 	/* In slices, with the signal let through between them: a stop waits for one slice at most. */
 	while (budget > 0 && load_relaxed(&gc.phase) == GC_MARK) {
 		size_t slice = budget < ASSIST_SLICE ? budget : ASSIST_SLICE;
-		pthread_sigmask(SIG_BLOCK, &set, &old);
+		threads_hold_stop(&old);
 		gcwork_t w = {0};
 		size_t done = mark_drain_some(&w, slice);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		threads_release_stop(&old);
 		if (done < slice)
 			break; /* no grey work left anywhere */
 		budget -= slice;
@@ -783,6 +777,5 @@ void mark_fork_child(void)
 	M.started = 0;
 	C.started = 0;
 	C.running = 0;
-	C.idle_now = 0;
 	pthread_mutex_unlock(&M.lock);
 }

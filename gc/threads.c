@@ -191,6 +191,19 @@ gthread_t *threads_first(void)
 	return threads;
 }
 
+void threads_hold_stop(sigset_t *old)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, gc_opt.signo);
+	pthread_sigmask(SIG_BLOCK, &set, old);
+}
+
+void threads_release_stop(const sigset_t *old)
+{
+	pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
 /* cgc's own threads (mark workers, the background sweeper): never registered, never stopped. */
 int threads_create_internal(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
 {
