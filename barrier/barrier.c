@@ -1,9 +1,8 @@
 /* barrier/barrier.c - the out-of-line half of the hybrid write barrier (CGC_WRITE, cgc_memmove
  * and friends): values are buffered per thread and shaded a buffer at a time. doc/design/barrier.md.
  *
- * Shading runs on the program's thread with the stop signal held off, so a stop never finds a
+ * Shading runs on the program's thread with stops held off (threads_hold_stop), so a stop never finds a
  * thread with objects marked but not yet published as grey work (collector.md 8.3). */
-#include <signal.h>
 #include <string.h>
 
 #include "alloc/alloc.h"
@@ -14,24 +13,22 @@
 
 CGC_API int cgc_barrier_active;
 
-/* Shades n values with the stop signal blocked. */
+/* Shades n values with stops held off. */
 static void shade_blocked(const uintptr_t *v, size_t n)
 {
-	sigset_t old;
-	threads_hold_stop(&old);
+	threads_hold_stop();
 	mark_shade(v, n);
-	threads_release_stop(&old);
+	threads_release_stop();
 }
 
 static NOINLINE void flush(wbbuf_t *b)
 {
-	sigset_t old;
-	threads_hold_stop(&old);
-	/* The count is read with the signal held: a termination that ran before may have shaded
+	threads_hold_stop();
+	/* The count is read inside the hold: a termination that ran before may have shaded
 	 * and emptied the buffer. */
 	mark_shade(b->v, load_relaxed(&b->n));
 	store_relaxed(&b->n, 0);
-	threads_release_stop(&old);
+	threads_release_stop();
 }
 
 /* Yuasa: the value about to be overwritten was reachable when marking began, and the mark must

@@ -142,6 +142,8 @@ typedef struct gthread {
 	size_t regs_size;
 	int self_made;                 /* registered by cgc_register_thread */
 	struct wbbuf *wb;              /* its write barrier buffer (barrier/barrier.h) */
+	uint32_t holds;                /* threads_hold_stop depth (own thread and its handler only) */
+	uint32_t stop_pending;         /* a stop arrived during a hold (same) */
 } gthread_t;
 
 extern __thread gthread_t *tls_gthread __attribute__((tls_model("initial-exec")));
@@ -156,11 +158,11 @@ int world_stop(void);
 void world_start(void);
 void threads_push_starting(gcwork_t *w, bool now); /* arguments of threads not yet registered */
 gthread_t *threads_first(void);            /* the registry's list (world stopped) */
-/* Holds off the stop signal (old: the mask to restore), for work a stop must not split: marking
- * on a program's thread, which would otherwise leave objects marked but not yet queued
- * (collector.md 8.3). */
-void threads_hold_stop(sigset_t *old);
-void threads_release_stop(const sigset_t *old);
+/* Holds off stops (nesting), for work a stop must not split: marking on a program's thread, which
+ * would otherwise leave objects marked but not yet queued, or allocate-black marks that a stop
+ * would let land after the cycle ended (collector.md 8.3). Cheap: no system call. */
+void threads_hold_stop(void);
+void threads_release_stop(void);
 int threads_create_internal(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
 /* Calls fn for every registered thread with the world stopped: lo/hi is what to scan of its
  * stack, regs/regs_size any saved registers outside that range. */
@@ -223,13 +225,7 @@ void dirty_push_rescan_drop(void);     /* the arm failed: forget the listed span
 bool dirty_init_child(void);           /* fork child: registrations start afresh */
 
 /* A refill while marking runs (alloc/mcache.c): allocate black, or list the span. */
-static inline void gc_refill_marking(span_t *s)
-{
-	if (load_relaxed(&mheap.alloc_black))
-		mark_free_slots(s);
-	if (load_relaxed(&mheap.track_spans))
-		dirty_span_add(s);
-}
+void gc_refill_marking(span_t *s);
 void mark_fork_prepare(void);
 void mark_fork_parent(void);
 void mark_fork_child(void);

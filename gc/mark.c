@@ -726,9 +726,24 @@ void mark_free_slots(span_t *s)
 	}
 }
 
+/* A refill while marking runs (alloc/mcache.c): allocate black, or list the span. Inside a hold,
+ * and the flags read again there: a stop for mark termination that split this would let the rest
+ * of the allocate-black marks land after the span was swept, and they would then pass as the next
+ * cycle's marks on objects it never scanned (checkmark caught it under valgrind, whose scheduling
+ * makes the window wide). */
+void gc_refill_marking(span_t *s)
+{
+	threads_hold_stop();
+	if (load_relaxed(&mheap.alloc_black))
+		mark_free_slots(s);
+	if (load_relaxed(&mheap.track_spans))
+		dirty_span_add(s);
+	threads_release_stop();
+}
+
 /* An allocating thread's share of the mark, in proportion to what it was handed since its last
- * assist (Go's mark assists). Over the goal it helps until no grey work is left. The stop signal
- * is held off meanwhile: a stop must not find objects marked and not yet published. */
+ * assist (Go's mark assists). Over the goal it helps until no grey work is left. Stops are
+ * held off meanwhile: a stop must not find objects marked and not yet published. */
 void mark_assist(void)
 {
 	int64_t owed = tls_unassisted;
@@ -737,14 +752,13 @@ void mark_assist(void)
 		return;
 	bool over = pacer_over_goal();
 	size_t budget = over ? SIZE_MAX : (size_t)((double)owed * gc.assist_ratio);
-	sigset_t old;
-	/* In slices, with the signal let through between them: a stop waits for one slice at most. */
+	/* In slices, with stops let through between them: a stop waits for one slice at most. */
 	while (budget > 0 && load_relaxed(&gc.phase) == GC_MARK) {
 		size_t slice = budget < ASSIST_SLICE ? budget : ASSIST_SLICE;
-		threads_hold_stop(&old);
+		threads_hold_stop();
 		gcwork_t w = {0};
 		size_t done = mark_drain_some(&w, slice);
-		threads_release_stop(&old);
+		threads_release_stop();
 		if (done < slice)
 			break; /* no grey work left anywhere */
 		budget -= slice;

@@ -191,17 +191,33 @@ gthread_t *threads_first(void)
 	return threads;
 }
 
-void threads_hold_stop(sigset_t *old)
+/* A hold is a count on the thread's record, not a signal mask: two plain stores instead of two
+ * system calls, so a refill may take one whenever marking runs. A stop signal arriving inside a
+ * hold is remembered and answered when the hold ends (stop_deferred). Unregistered threads are
+ * never stopped and need no hold. */
+static void stop_deferred(gthread_t *t);
+
+void threads_hold_stop(void)
 {
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, gc_opt.signo);
-	pthread_sigmask(SIG_BLOCK, &set, old);
+	gthread_t *t = tls_gthread;
+	if (t == NULL)
+		return;
+	t->holds++;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 }
 
-void threads_release_stop(const sigset_t *old)
+void threads_release_stop(void)
 {
-	pthread_sigmask(SIG_SETMASK, old, NULL);
+	gthread_t *t = tls_gthread;
+	if (t == NULL)
+		return;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	t->holds--;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	if (unlikely(t->holds == 0 && t->stop_pending)) {
+		t->stop_pending = 0;
+		stop_deferred(t);
+	}
 }
 
 /* cgc's own threads (mark workers, the background sweeper): never registered, never stopped. */
@@ -285,25 +301,20 @@ CGC_API void cgc_exit_blocking(void)
 
 /* ---- stopping the world ------------------------------------------------------------------ */
 
-/* Runs on the stopped thread's own stack, so everything above this frame (the kernel's signal
- * frame with every register, the red zone, the thread's frames) is scanned from t->sp. A delivery
- * outside a stop, to an unregistered thread or for a stop already acknowledged does nothing. */
-static void stop_handler(int sig, siginfo_t *si, void *uc)
+/* Whether t must answer the stop under way: one that signalled it and that it has not answered.
+ * A late or resent delivery from an earlier stop, arriving while this one left t alone
+ * (blocking), must not add an acknowledgement the collector would take for another thread's. */
+static bool stop_is_ours(gthread_t *t, uint32_t e)
 {
-	(void)sig;
-	(void)si;
-	(void)uc;
-	int saved_errno = errno;
-	gthread_t *t = tls_gthread;
-	uint32_t e = load_acquire(&stop_epoch);
-	/* Only for a stop that signalled us, hence counted us: a late or resent delivery from an
-	 * earlier stop, arriving while this one left us alone (blocking), must not add an
-	 * acknowledgement the collector would take for another thread's. */
-	if (t == NULL || !load_acquire(&stopping) || load_relaxed(&t->acked) == e ||
-	    load_acquire(&t->signalled) != e) {
-		errno = saved_errno;
-		return;
-	}
+	return load_acquire(&stopping) && load_relaxed(&t->acked) != e &&
+	       load_acquire(&t->signalled) == e;
+}
+
+/* Acknowledges stop e and waits for the world to start again. Everything above this frame is
+ * scanned from t->sp: the caller's registers must be there (the kernel's signal frame, or the
+ * context stop_deferred saved). */
+static NOINLINE void stop_here(gthread_t *t, uint32_t e)
+{
 	volatile uintptr_t here = 0;
 	t->sp = (uintptr_t)&here;
 	t->altstack_lo = t->altstack_hi = 0;
@@ -318,9 +329,50 @@ static void stop_handler(int sig, siginfo_t *si, void *uc)
 	store_release(&t->acked, e);
 	__atomic_fetch_add(&acks, 1, __ATOMIC_RELEASE); /* publishes sp to the collector */
 	os_futex_wake(&acks, 1);
-	while (load_acquire(&resume_epoch) != e)
-		os_futex_wait(&resume_epoch, e - 1, 0);
+	/* Until stop e is over, or a later one: the world may have started and stopped again
+	 * before this thread ran (one answering a deferred stop from an ordinary call takes the next
+	 * stop's signal in its handler meanwhile), and waiting for e exactly would never end. */
+	for (;;) {
+		uint32_t r = load_acquire(&resume_epoch);
+		if ((int32_t)(r - e) >= 0)
+			break;
+		os_futex_wait(&resume_epoch, r, 0);
+	}
+	__asm__ volatile("" ::"r"(&here) : "memory");
+}
+
+/* Runs on the stopped thread's own stack, so everything above this frame (the kernel's signal
+ * frame with every register, the red zone, the thread's frames) is scanned from t->sp. A delivery
+ * outside a stop, to an unregistered thread or for a stop already acknowledged does nothing; one
+ * inside a hold (threads_hold_stop) is answered when the hold ends. */
+static void stop_handler(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)si;
+	(void)uc;
+	int saved_errno = errno;
+	gthread_t *t = tls_gthread;
+	uint32_t e = load_acquire(&stop_epoch);
+	if (t != NULL && stop_is_ours(t, e)) {
+		if (t->holds)
+			t->stop_pending = 1;
+		else
+			stop_here(t, e);
+	}
 	errno = saved_errno;
+}
+
+/* A stop that arrived inside a hold, answered as it ends: the registers are saved on this stack
+ * first, where stop_here's scan finds them. */
+static NOINLINE void stop_deferred(gthread_t *t)
+{
+	unw_context_t ctx;
+	uint32_t e = load_acquire(&stop_epoch);
+	if (!stop_is_ours(t, e))
+		return;
+	unw_getcontext(&ctx);
+	stop_here(t, e);
+	__asm__ volatile("" ::"r"(&ctx) : "memory");
 }
 
 void threads_init(void)
