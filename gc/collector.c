@@ -145,15 +145,19 @@ static void trace_cycle(const cycle_t *cy)
  * program stores meanwhile, through the barrier it promised to use or through the pages the
  * kernel saw written (collector.md 8.1). */
 NONROOT static bool dirty_ok;
+NONROOT static bool live_known; /* a mark has measured the live heap */
 
 static bool cycle_concurrent(void)
 {
 	if (gc_opt.stw == 1 || !(load_relaxed(&gc.barrier) || dirty_ok))
 		return false;
-	/* A small heap stops the world for a millisecond or two, less than a concurrent cycle's
-	 * two stops, its tracking and its thread hand-offs cost (measured: tests/stress_gc ran 3x
-	 * slower, bench/README.md); CGC_DEBUG=stw=0 makes every cycle concurrent. */
-	return gc_opt.stw == 0 || gc.heap_marked >= GC_CONCURRENT_MIN_LIVE;
+	/* A heap with under a megabyte live stops the world for well under a millisecond, less
+	 * than a concurrent cycle's two stops and thread hand-offs cost; anything bigger marks
+	 * concurrently (at 32 MiB, as before, GCBench's first cycles paused 5 to 34 ms). The first
+	 * cycle knows no live size and takes the whole first goal for it. CGC_DEBUG=stw=0 makes
+	 * every cycle concurrent. */
+	size_t live = live_known ? gc.heap_marked : GC_MIN_HEAP;
+	return gc_opt.stw == 0 || live >= GC_CONCURRENT_MIN_LIVE;
 }
 
 static void stop_world(uint64_t *t)
@@ -276,6 +280,7 @@ static void run_cycle(bool forced, bool inline_stw)
 			cy.heap_marked_end = gc.heap_marked + (size_t)(load_relaxed(&gc.alloc_since) > 0
 									? load_relaxed(&gc.alloc_since) : 0);
 			mark_termination();
+			live_known = true;
 			pacer_cycle_done(cy.marked, cy.globals + cy.stacks,
 					 cy.concurrent && gc.barrier ? load_relaxed(&gc.alloc_since) - alloc_at_start : 0,
 					 cycle_concurrent());

@@ -14,7 +14,7 @@
 
 #define GC_MIN_HEAP ((size_t)4 << 20)     /* the goal never drops below this */
 #define GC_DEFAULT_PERCENT 100
-#define GC_CONCURRENT_MIN_LIVE ((size_t)32 << 20) /* below: cycles stop the world (collector.md 8.1) */
+#define GC_CONCURRENT_MIN_LIVE ((size_t)1 << 20) /* below: cycles stop the world (collector.md 8.1) */
 #define GC_MAX_PROCS 256
 #define WBUF_ITEMS 510                     /* grey items per work buffer (8 KiB buffers) */
 #define SCAN_CHUNK ((size_t)64 << 10)      /* large objects and roots are scanned in pieces */
@@ -121,7 +121,7 @@ static inline bool pacer_over_hard_goal(void)
 	return since > 0 && gc.heap_marked + (size_t)since >= hard;
 }
 
-/* Bytes this thread was handed since its last mark assist (gc/pacer.c). */
+/* Bytes this thread was handed while a mark ran, since its last assist (gc/pacer.c). */
 extern __thread int64_t tls_unassisted __attribute__((tls_model("initial-exec")));
 
 /* ---- gc/threads.c: the thread registry and stopping the world ------------------------------ */

@@ -6,6 +6,9 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "alloc/alloc.h"
 #include "alloc/os.h"
@@ -299,10 +302,10 @@ static bool next_item(gcwork_t *w, item_t *it)
 /* Idle workers and nothing published: give them the older half of our buffer (nearer the roots,
  * so bigger subgraphs). Without this a deep, narrow graph never fills a buffer and one worker
  * marks it alone. */
-static NOINLINE void share(gcwork_t *w)
+static NOINLINE void share(gcwork_t *w, bool only_to_waiters)
 {
 	lock_acquire(&M.lock);
-	if (M.nwaiting > 0 && M.full == NULL && w->buf->n >= 8) {
+	if ((M.nwaiting > 0 || !only_to_waiters) && M.full == NULL && w->buf->n >= 8) {
 		wbuf_t *b = wbuf_get_empty_locked();
 		size_t half = w->buf->n / 2;
 		memcpy(b->items, w->buf->items, half * sizeof(item_t));
@@ -345,7 +348,7 @@ static void drain(gcwork_t *w)
 		scan_range(w, it.p, it.len);
 		if ((++k & 31) == 0 && load_relaxed(&M.nwaiting) > 0 && load_relaxed(&M.full) == NULL &&
 		    w->buf && w->buf->n >= 8)
-			share(w);
+			share(w, true);
 	}
 	uint64_t cpu = os_thread_cputime() - t0;
 	vg_enable_errors();
@@ -431,7 +434,8 @@ NONROOT static struct {
 	pthread_cond_t start;       /* workers: a concurrent mark begins */
 	pthread_cond_t idle;        /* the collector: every worker ran out of work, or parked */
 	uint64_t epoch;             /* concurrent marks begun */
-	int want;                   /* workers the current mark runs */
+	int want;                   /* workers the current mark runs on its CPU budget */
+	int idle_id;                /* and the idle worker's id (-1: none) */
 	double share;               /* CPU share of the last worker (the fractional one) */
 	int started;                /* worker threads made */
 	int running;                /* workers inside the current mark */
@@ -440,7 +444,8 @@ NONROOT static struct {
 	                               may hold grey work not yet published */
 	size_t marked;              /* bytes marked by workers and assists this cycle */
 	uint64_t cpu_ns;            /* their CPU time */
-} C NONROOT = {.start = PTHREAD_COND_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER};
+} C NONROOT = {.start = PTHREAD_COND_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER,
+		    .idle_id = -1};
 
 /* Swaps our empty buffer for a published one; false when nothing is published. */
 static bool take_published(gcwork_t *w)
@@ -489,7 +494,7 @@ size_t mark_drain_some(gcwork_t *w, size_t budget)
 	uint64_t t0 = os_thread_cputime();
 	size_t done = 0;
 	item_t ring[PREFETCH_RING], it;
-	unsigned head = 0, count = 0;
+	unsigned head = 0, count = 0, k = 0;
 	while (done < budget || count) {
 		while (done < budget && count < PREFETCH_RING && w->buf && w->buf->n) {
 			it = w->buf->items[--w->buf->n];
@@ -506,6 +511,11 @@ size_t mark_drain_some(gcwork_t *w, size_t budget)
 		count--;
 		scan_range(w, it.p, it.len);
 		done += it.len & ~(uintptr_t)7;
+		/* Nothing published: half of ours goes out, for assists and the other workers, who
+		 * do not wait on M.nwaiting here but look and leave (a tree's grey set is a few
+		 * dozen items and never fills a buffer). */
+		if ((++k & 31) == 0 && load_relaxed(&M.full) == NULL && w->buf && w->buf->n >= 8)
+			share(w, false);
 	}
 	vg_enable_errors();
 	give_back(w, os_thread_cputime() - t0);
@@ -527,21 +537,35 @@ void mark_shade(const uintptr_t *v, size_t n)
 	give_back(&w, 0);
 }
 
+static bool worker_wanted(int id)
+{
+	return id < C.want || id == C.idle_id;
+}
+
 /* A background worker: marks while a concurrent mark runs, sleeping for work when there is none,
- * and (the fractional one) only for its share of one CPU. */
+ * and (the fractional one) only for its share of one CPU. The idle worker marks flat out at the
+ * lowest priority: Go's idle mark workers, with the kernel's scheduler deciding what is idle. With
+ * 2 CPUs and one busy program thread it has a CPU to itself, where the fractional worker would
+ * leave it idle half the time; with every CPU busy it gets almost nothing. */
 static void *bgworker_main(void *arg)
 {
 	int id = (int)(intptr_t)arg;
 	uint64_t seen = 0;
+	bool niced = false;
 	lock_acquire(&M.lock);
 	for (;;) {
-		while (C.epoch == seen || id >= C.want || C.stop) {
-			if (C.epoch != seen && (id >= C.want || C.stop))
+		while (C.epoch == seen || !worker_wanted(id) || C.stop) {
+			if (C.epoch != seen && (!worker_wanted(id) || C.stop))
 				seen = C.epoch; /* not wanted this time */
 			pthread_cond_wait(&C.start, &M.lock);
 		}
 		seen = C.epoch;
 		double share = id == C.want - 1 ? C.share : 1.0;
+		if (id == C.idle_id && !niced) {
+			/* Once: its id keeps its role, since CGC_PROCS does not change. */
+			setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+			niced = true;
+		}
 		C.running++;
 		pthread_mutex_unlock(&M.lock);
 		gcwork_t w = {0};
@@ -586,7 +610,8 @@ void mark_concurrent_reset(size_t root_marked)
 }
 
 /* Starts the background workers on the grey work pushed so far: 25% of CGC_PROCS, as dedicated
- * workers and one fractional worker for the remainder (with 2 CPUs: one worker at half a CPU). */
+ * workers and one fractional worker for the remainder (with 2 CPUs: one worker at half a CPU),
+ * and the idle worker. */
 void mark_concurrent_start(void)
 {
 	double want = gc_opt.procs * 0.25;
@@ -595,7 +620,7 @@ void mark_concurrent_start(void)
 	if (frac > 0.01 || n == 0)
 		n++;
 	lock_acquire(&M.lock);
-	while (C.started < n) {
+	while (C.started < n + 1) {
 		pthread_t t;
 		pthread_attr_t attr;
 		pthread_attr_init(&attr);
@@ -607,6 +632,7 @@ void mark_concurrent_start(void)
 		C.started++;
 	}
 	C.want = n < C.started ? n : C.started;
+	C.idle_id = C.started > n ? n : -1;
 	C.share = frac > 0.01 ? frac : 1.0;
 	C.stop = 0;
 	C.epoch++;
