@@ -127,11 +127,18 @@ static void rescue_remote(mcache_t *c, unsigned spc)
 
 /* The next span to allocate from: an owned partial span, one rescued from remote frees, an
  * unowned one from mcentral, or a new one from the page heap, in that order of cost. */
+/* Spans a refill may find full after sweeping them before it takes a new one instead: after a
+ * cycle every full span joins the partial list, and a big live structure (GCBench's 200 MB tree)
+ * could make one refill sweep thousands of them. The rest wait for later refills and the
+ * background sweeper, as Go's mcentral gives up after 100 spans. */
+#define REFILL_SWEEP_BUDGET 32
+
 static span_t *next_span(mcache_t *c, unsigned spc)
 {
 	span_t *s;
-	for (int pass = 0; pass < 2; pass++) {
-		while ((s = span_list_pop(&c->partial[spc])) != NULL) {
+	unsigned found_full = 0;
+	for (int pass = 0; pass < 2 && found_full < REFILL_SWEEP_BUDGET; pass++) {
+		while (found_full < REFILL_SWEEP_BUDGET && (s = span_list_pop(&c->partial[spc])) != NULL) {
 			if (!sweep_unless_busy(s, SWEEP_OWNER)) {
 				/* Another thread is sweeping it this moment (the background sweeper, at
 				 * nice 19, may be preempted there): not worth waiting for. Its dead come
@@ -145,6 +152,7 @@ static span_t *next_span(mcache_t *c, unsigned spc)
 				return s;
 			s->where = WHERE_MC_FULL;
 			span_list_push(&c->full[spc], s);
+			found_full++;
 		}
 		if (pass == 0)
 			rescue_remote(c, spc);

@@ -281,8 +281,8 @@ static void run_cycle(bool forced, bool inline_stw)
 									? load_relaxed(&gc.alloc_since) : 0);
 			mark_termination();
 			live_known = true;
-			pacer_cycle_done(cy.marked, cy.globals + cy.stacks,
-					 cy.concurrent && gc.barrier ? load_relaxed(&gc.alloc_since) - alloc_at_start : 0,
+			int64_t during = cy.concurrent ? load_relaxed(&gc.alloc_since) - alloc_at_start : 0;
+			pacer_cycle_done(cy.marked, cy.globals + cy.stacks, gc.barrier ? during : 0, during,
 					 cycle_concurrent());
 			sweep_cycle_start(cy.marked, load_relaxed(&gc.goal));
 			/* The pause ends when the world is woken; after the wake-up on a busy machine this
@@ -306,7 +306,7 @@ done:;
 	if (!cy.concurrent)
 		p2 = cy.t_done - cy.t_start;
 	uint64_t pmax = p1 > p2 ? p1 : p2;
-	gc.cycle++;
+	store_relaxed(&gc.cycle, gc.cycle + 1);
 	gc.cycles_forced += forced;
 	store_relaxed(&gc.cycles_concurrent, gc.cycles_concurrent + cy.concurrent); /* tests read it */
 	gc.pause_total_ns += p1 + p2;

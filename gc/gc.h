@@ -19,6 +19,7 @@
 #define WBUF_ITEMS 510                     /* grey items per work buffer (8 KiB buffers) */
 #define SCAN_CHUNK ((size_t)64 << 10)      /* large objects and roots are scanned in pieces */
 #define ASSIST_SLICE ((size_t)128 << 10)   /* an assist's work between chances to be stopped */
+#define ASSIST_MAX ((size_t)64 << 10)      /* an assist's work below the goal (the rest stays owed) */
 
 /* A marking worker's grey work (gc/mark.c). */
 typedef struct wbuf wbuf_t;
@@ -69,7 +70,8 @@ typedef struct gc_state {
 	/* Concurrent marking (collector.md 8). */
 	int barrier;                 /* the program promised CGC_WRITE (cgc_set_barrier) */
 	size_t trigger;              /* atomic: heap_live at which a concurrent cycle starts */
-	double assist_ratio;         /* bytes to scan per byte allocated while marking */
+	double mark_work;            /* scan work the current mark expects (pacer_mark_start) */
+	size_t mark_alloc;           /* bytes handed out during the last concurrent mark (0: none) */
 } gc_state_t;
 
 extern gc_state_t gc;
@@ -92,9 +94,11 @@ int gc_set_barrier(bool on);                /* cgc_set_barrier; returns the old 
 /* ---- gc/pacer.c --------------------------------------------------------------------------- */
 
 void pacer_account(int64_t bytes);          /* bytes handed out (negative: given back) */
-void pacer_cycle_done(size_t marked, size_t root_bytes, int64_t alloc_during, bool concurrent);
+void pacer_cycle_done(size_t marked, size_t root_bytes, int64_t alloc_during, int64_t mark_alloc,
+		      bool concurrent);
 void pacer_set_trigger(bool concurrent);
 void pacer_mark_start(void);
+double pacer_assist_ratio(void);         /* bytes to scan per byte allocated, now */
 size_t pacer_goal(size_t marked, size_t root_bytes); /* pure: the goal for these inputs */
 
 static inline bool pacer_over_goal(void)
@@ -207,6 +211,7 @@ void mark_concurrent_reset(size_t root_marked);
 void mark_concurrent_start(void);
 bool mark_concurrent_wait(uint64_t timeout_ns);
 size_t mark_concurrent_stop(uint64_t *cpu_ns);
+size_t mark_concurrent_marked(void);    /* marked so far by the concurrent mark */
 void mark_checkmark(void);                          /* CGC_DEBUG=checkmark=1, world stopped */
 void mark_free_slots(span_t *s);                    /* allocate black: every free slot marked */
 void mark_assist(void);                             /* an allocating thread's share of the mark */

@@ -469,7 +469,7 @@ static void give_back(gcwork_t *w, uint64_t cpu_ns)
 		if (w->buf->n) {
 			w->buf->next = M.full;
 			store_relaxed(&M.full, w->buf);
-			pthread_cond_broadcast(&M.cond);
+			pthread_cond_signal(&M.cond);
 		} else {
 			w->buf->next = M.empty;
 			M.empty = w->buf;
@@ -479,8 +479,11 @@ static void give_back(gcwork_t *w, uint64_t cpu_ns)
 	C.marked += w->marked_bytes;
 	C.cpu_ns += cpu_ns;
 	w->marked_bytes = 0;
-	fetch_sub_relaxed(&C.busy, 1);
-	pthread_cond_broadcast(&C.idle);
+	/* The collector waits for the mark to go quiet: only a give-back that may have made it so
+	 * wakes it (each barrier flush and assist slice did, a futex wake every few microseconds:
+	 * 4% of GCBench's time in the kernel). Its wait is timed, so nothing is lost by this. */
+	if (fetch_sub_relaxed(&C.busy, 1) == 1 && M.full == NULL)
+		pthread_cond_broadcast(&C.idle);
 	pthread_mutex_unlock(&M.lock);
 }
 
@@ -767,28 +770,46 @@ void gc_refill_marking(span_t *s)
 	threads_release_stop();
 }
 
+/* Bytes marked so far by the concurrent mark (relaxed: the assist ratio needs a trend). */
+size_t mark_concurrent_marked(void)
+{
+	return load_relaxed(&C.marked);
+}
+
 /* An allocating thread's share of the mark, in proportion to what it was handed since its last
- * assist (Go's mark assists). Over the goal it helps until no grey work is left. Stops are
- * held off meanwhile: a stop must not find objects marked and not yet published. */
+ * assist (Go's mark assists), at the ratio of scan work left to heap left before the goal,
+ * revised each time (pacer_assist_ratio): the background workers' progress lowers it. One assist
+ * does at most ASSIST_MAX below the goal, eight times that above it, and the rest stays owed, so
+ * no allocation pays for tens of milliseconds of marking at once (an uncapped assist over the goal
+ * took 30 ms in GCBench); the hard goal bounds the heap (gc_maybe_trigger). Stops are held off
+ * meanwhile: a stop must not find objects marked and not yet published. */
 void mark_assist(void)
 {
 	int64_t owed = tls_unassisted;
-	tls_unassisted = 0;
 	if (owed <= 0)
 		return;
+	double ratio = pacer_assist_ratio();
 	bool over = pacer_over_goal();
-	size_t budget = over ? SIZE_MAX : (size_t)((double)owed * gc.assist_ratio);
+	size_t budget = (size_t)((double)owed * ratio) + 1;
+	size_t cap = over ? 8 * ASSIST_MAX : ASSIST_MAX;
+	if (budget > cap)
+		budget = cap;
+	size_t paid = 0;
 	/* In slices, with stops let through between them: a stop waits for one slice at most. */
-	while (budget > 0 && load_relaxed(&gc.phase) == GC_MARK) {
-		size_t slice = budget < ASSIST_SLICE ? budget : ASSIST_SLICE;
+	while (paid < budget && load_relaxed(&gc.phase) == GC_MARK) {
+		size_t slice = budget - paid < ASSIST_SLICE ? budget - paid : ASSIST_SLICE;
 		threads_hold_stop();
 		gcwork_t w = {0};
 		size_t done = mark_drain_some(&w, slice);
 		threads_release_stop();
-		if (done < slice)
-			break; /* no grey work left anywhere */
-		budget -= slice;
+		paid += done;
+		if (done < slice) {
+			paid = budget; /* no grey work left anywhere: nothing more can be asked */
+			break;
+		}
 	}
+	int64_t left = owed - (int64_t)((double)paid / ratio);
+	tls_unassisted = left > 0 ? left : 0;
 }
 
 void mark_init(void)
