@@ -476,7 +476,7 @@ static void give_back(gcwork_t *w, uint64_t cpu_ns)
 		}
 		w->buf = NULL;
 	}
-	C.marked += w->marked_bytes;
+	fetch_add_relaxed(&C.marked, w->marked_bytes); /* atomic: assists read it (pacer_assist_ratio) */
 	C.cpu_ns += cpu_ns;
 	w->marked_bytes = 0;
 	/* The collector waits for the mark to go quiet: only a give-back that may have made it so
@@ -607,7 +607,7 @@ static void *bgworker_main(void *arg)
 void mark_concurrent_reset(size_t root_marked)
 {
 	lock_acquire(&M.lock);
-	C.marked = root_marked;
+	store_relaxed(&C.marked, root_marked);
 	C.cpu_ns = 0;
 	pthread_mutex_unlock(&M.lock);
 }
@@ -671,7 +671,7 @@ size_t mark_concurrent_stop(uint64_t *cpu_ns)
 		pthread_cond_wait(&C.idle, &M.lock);
 	size_t marked = C.marked;
 	*cpu_ns = C.cpu_ns;
-	C.marked = 0;
+	store_relaxed(&C.marked, 0);
 	C.cpu_ns = 0;
 	pthread_mutex_unlock(&M.lock);
 	return marked;
@@ -729,7 +729,7 @@ NOINLINE void mark_checkmark(void)
 		os_unmap(roots, cap * sizeof(item_t));
 	give_back(&w, 0);
 	lock_acquire(&M.lock);
-	C.marked = 0; /* the checkmark's count is not the cycle's */
+	store_relaxed(&C.marked, 0); /* the checkmark's count is not the cycle's */
 	pthread_mutex_unlock(&M.lock);
 }
 

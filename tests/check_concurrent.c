@@ -3,11 +3,13 @@
  * caught; the stw knob. doc/design/collector.md 8 and 9, doc/design/barrier.md. */
 #include <check.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alloc/alloc.h"
@@ -245,6 +247,48 @@ START_TEST(test_broken_promise_caught)
 }
 END_TEST
 
+/* A stop that reaches a thread inside a hold (threads_hold_stop) waits for the hold to end: the
+ * collection cannot finish before the holder has released, and the holder, stopped at its release,
+ * is scanned with what it held in registers and on its stack then. */
+static int hold_state; /* atomic: 1 holding, 2 about to release, 3 released */
+static void *volatile hold_obj;
+
+static void *holder(void *arg)
+{
+	(void)arg;
+	void **o = cgc_malloc(64);
+	o[0] = cgc_malloc(48); /* reachable only through o, and o only from this thread */
+	threads_hold_stop();
+	__atomic_store_n(&hold_state, 1, __ATOMIC_RELEASE);
+	/* Long enough for the collection to have signalled us and be waiting. */
+	struct timespec ts = {0, 50 * 1000 * 1000};
+	nanosleep(&ts, NULL);
+	__atomic_store_n(&hold_state, 2, __ATOMIC_RELEASE);
+	threads_release_stop();
+	__atomic_store_n(&hold_state, 3, __ATOMIC_RELEASE);
+	REQUIRE(cgc_base(o) == o && cgc_base(o[0]) == o[0], "what the holder kept was freed");
+	hold_obj = o;
+	return NULL;
+}
+
+START_TEST(test_stop_waits_for_hold)
+{
+	pthread_t t;
+	ck_assert_int_eq(pthread_create(&t, NULL, holder, NULL), 0);
+	while (__atomic_load_n(&hold_state, __ATOMIC_ACQUIRE) == 0)
+		sched_yield();
+	uint64_t c0 = collections();
+	cgc_collect();
+	int seen = __atomic_load_n(&hold_state, __ATOMIC_ACQUIRE);
+	ck_assert_msg(seen >= 2, "the collection finished while a thread held off stops (state %d)", seen);
+	ck_assert_uint_gt(collections(), c0);
+	pthread_join(t, NULL);
+	void **o = hold_obj;
+	ck_assert_ptr_eq(cgc_base(o[0]), o[0]);
+	hold_obj = NULL;
+}
+END_TEST
+
 static Suite *concurrent_suite(void)
 {
 	Suite *s = suite_create("concurrent");
@@ -254,6 +298,7 @@ static Suite *concurrent_suite(void)
 	tcase_add_test(tc, test_write_tracking_mode);
 	tcase_add_test(tc, test_stw_knob);
 	tcase_add_test(tc, test_broken_promise_caught);
+	tcase_add_test(tc, test_stop_waits_for_hold);
 	suite_add_tcase(s, tc);
 	return s;
 }
