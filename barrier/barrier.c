@@ -31,6 +31,22 @@ static NOINLINE void flush(wbbuf_t *b)
 	threads_release_stop();
 }
 
+/* Whether v points into an object the mark has already reached: then shading it again would do
+ * nothing, and it need not be buffered. Most values a program stores while marking runs are new
+ * objects, born marked (GCBench: every node's two children), and their span and mark byte are
+ * still in cache; the buffer's later lookup would find them cold. */
+static ALWAYS_INLINE bool already_marked(uintptr_t v)
+{
+	heap_arena_t *ha = load_relaxed(&arena_index[v >> ARENA_SHIFT]);
+	if (ha == NULL)
+		return false;
+	span_t *s = load_relaxed(&ha->spans[(v >> PAGE_SHIFT) & (PAGES_PER_ARENA - 1)]);
+	if (s == NULL || load_acquire(&s->kind) == SPAN_FREE)
+		return false;
+	size_t idx = span_objindex(s, v);
+	return idx < s->nelems && load_relaxed(&s->marks[idx]) != 0;
+}
+
 /* Yuasa: the value about to be overwritten was reachable when marking began, and the mark must
  * still find it. Dijkstra: the value stored may have come from a stack the mark has not scanned,
  * or from an object being scanned. Both are buffered; a full buffer is shaded at once. */
@@ -40,7 +56,7 @@ CGC_API void cgc_write_barrier(void *slot, const void *value)
 		return;
 	uintptr_t lo = load_relaxed(&heap_lo), span = load_relaxed(&heap_hi) - lo;
 	uintptr_t o = *(volatile uintptr_t *)slot, v = (uintptr_t)value;
-	bool so = o - lo < span, sv = v - lo < span;
+	bool so = o - lo < span && !already_marked(o), sv = v - lo < span && !already_marked(v);
 	if (!so && !sv)
 		return;
 	gthread_t *t = tls_gthread;

@@ -735,8 +735,7 @@ NOINLINE void mark_checkmark(void)
 
 /* Allocate black (collector.md 8.2): while marking runs, every slot a cache can hand out is
  * marked first, so a new object is never taken for garbage at termination. Only free slots: a
- * mark on an allocated object that was never scanned would hide its children. Byte stores, since
- * workers set other bytes of the same words. */
+ * mark on an allocated object that was never scanned would hide its children. */
 void mark_free_slots(span_t *s)
 {
 	size_t n = s->nelems;
@@ -744,14 +743,17 @@ void mark_free_slots(span_t *s)
 	uint8_t *marks = s->marks;
 	for (size_t i = 0; i < n; i += 8) {
 		uint64_t st = load_relaxed((const uint64_t *)(const void *)(state + i));
-		/* 0x80 in every zero (free) byte. */
+		/* 0x80 in every zero (free) byte, then 0x01: the mark bytes to set. */
 		uint64_t z = ~(((st & 0x7f7f7f7f7f7f7f7full) + 0x7f7f7f7f7f7f7f7full) | st) & 0x8080808080808080ull;
-		while (z) {
-			size_t b = (size_t)__builtin_ctzll(z) / 8;
-			z &= z - 1;
-			if (i + b < n && !load_relaxed(&marks[i + b]))
-				store_relaxed(&marks[i + b], 1);
-		}
+		z >>= 7;
+		if (n - i < 8)
+			z &= ((uint64_t)1 << (8 * (n - i))) - 1;
+		/* One atomic OR for eight slots (byte stores were 6% of GCBench's mutator time with
+		 * the barrier): markers store single mark bytes of allocated slots in the same word,
+		 * which a plain read-modify-write could undo. Both arrays are word-aligned. */
+		uint64_t *mw = (uint64_t *)(void *)(marks + i);
+		if (z && (load_relaxed(mw) & z) != z)
+			__atomic_fetch_or(mw, z, __ATOMIC_RELAXED);
 	}
 }
 
