@@ -110,6 +110,14 @@ void meta_fork_release(void);           /* parent and child alike */
 /* ---- alloc/arena.c: arenas and the span map ---------------------------------------------- */
 
 int arena_init(void);
+
+/* ---- alloc/prefault.c: fresh memory faulted in ahead of the bump pointer ------------------ */
+
+void prefault_start(void);                      /* the helper thread (no allocator lock held) */
+void prefault_note(uintptr_t bump, uintptr_t end, size_t inuse); /* the bump moved (mheap.lock) */
+void prefault_fork_prepare(void);
+void prefault_fork_parent(void);
+void prefault_fork_child(void);
 /* Maps at least npages of fresh address space for the page heap (mheap lock held): returns its
  * base and stores its length in *got; 0 on failure. */
 uintptr_t arena_grow(size_t npages, size_t *got);

@@ -28,16 +28,29 @@ static void fork_prepare(void)
 	for (unsigned i = 0; i < NUM_SPAN_CLASSES; i++)
 		lock_acquire(&mheap.central[i].lock);
 	lock_acquire(&mheap.lock);
+	prefault_fork_prepare();
 	meta_fork_prepare();
 }
 
 /* In the child too: the thread that took the locks in fork_prepare is the child's one thread. */
-static void fork_parent_or_child(void)
+static void fork_release(void)
 {
 	meta_fork_release();
 	pthread_mutex_unlock(&mheap.lock);
 	for (unsigned i = NUM_SPAN_CLASSES; i-- > 0;)
 		pthread_mutex_unlock(&mheap.central[i].lock);
+}
+
+static void fork_parent(void)
+{
+	prefault_fork_parent();
+	fork_release();
+}
+
+static void fork_child(void)
+{
+	prefault_fork_child();
+	fork_release();
 }
 
 static void do_init(void)
@@ -48,7 +61,7 @@ static void do_init(void)
 			  (size_t)(ARENA_INDEX_SIZE * sizeof(void *)) >> 20);
 	rt_valgrind = os_running_on_valgrind();
 	mcache_init_key();
-	if (pthread_atfork(fork_prepare, fork_parent_or_child, fork_parent_or_child) != 0)
+	if (pthread_atfork(fork_prepare, fork_parent, fork_child) != 0)
 		cgc_fatal("cgc: cannot register the fork handlers");
 	gc_init();
 }

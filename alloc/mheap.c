@@ -195,6 +195,7 @@ static span_t *bump_alloc(size_t npages)
 	store_relaxed(&s->npages, npages);
 	s->needzero = 0;
 	store_relaxed(&mheap.bump, mheap.bump + bytes); /* read without the lock by gc/dirty.c */
+	prefault_note(mheap.bump, mheap.bump_end, mheap.pages_inuse << PAGE_SHIFT);
 	return s;
 }
 

@@ -297,6 +297,7 @@ static void run_cycle(bool forced, bool inline_stw)
 		case GC_SWEEP:
 			store_release(&gc.phase, GC_SWEEP);
 			sweep_start_background();
+			prefault_start(); /* a heap that reached a first cycle is worth it */
 			goto done;
 		}
 	}

@@ -1,0 +1,116 @@
+/* alloc/prefault.c - fresh heap memory faulted in ahead of the bump pointer, on a thread of cgc's
+ * own. doc/design/allocator.md, "Prefaulting".
+ *
+ * A program that grows its heap pays the kernel for every page it touches first: the fault, and
+ * zeroing the page (or, in an MADV_HUGEPAGE arena, a 2 MiB page, with the kernel's direct
+ * compaction when none is free). GCBench spent a third of its program thread in clear_page, and
+ * a huge page's fault cost 2-5 ms of one allocation's latency. The memory past the bump pointer is
+ * going to be touched in order, so a helper populates the next few MiB (MADV_POPULATE_WRITE,
+ * Linux 5.14) while the program allocates below: on a machine with an idle CPU the work leaves
+ * the program's thread, and a fault the helper has not reached yet simply happens as before. */
+#include <errno.h>
+#include <sys/mman.h>
+
+#include "alloc/alloc.h"
+#include "gc/gc.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* How far ahead of the bump pointer: an eighth of the heap in use, within 2 and 16 MiB, so a
+ * small program's resident memory does not grow by what a big one would soon use; and the least
+ * worth waking the helper for. */
+#define PREFAULT_AHEAD_MIN ((uintptr_t)2 << 20)
+#define PREFAULT_AHEAD_MAX ((uintptr_t)16 << 20)
+#define PREFAULT_STEP ((uintptr_t)2 << 20)
+
+NONROOT static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uintptr_t lo, hi;     /* what is asked for and not yet taken by the helper */
+	uintptr_t asked;      /* the end of what was asked for last (0: nothing yet) */
+	int state;            /* atomic: 0 no helper, 2 starting, 1 running, -1 the kernel cannot
+	                         populate */
+} P = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static void *prefault_main(void *arg)
+{
+	lock_acquire(&P.lock);
+	for (;;) {
+		while (P.lo >= P.hi)
+			pthread_cond_wait(&P.cond, &P.lock);
+		uintptr_t lo = P.lo, hi = P.hi;
+		P.lo = P.hi;
+		pthread_mutex_unlock(&P.lock);
+		/* Pages the program reached first are left as they are; a run the scavenger released
+		 * meanwhile comes back as zero pages, which is what the allocator expects of it. */
+		int r = madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+		int err = errno;
+		lock_acquire(&P.lock);
+		if (r != 0 && (err == EINVAL || err == ENOSYS)) {
+			store_relaxed(&P.state, -1); /* an older kernel: faults stay with the program */
+			break;
+		}
+	}
+	pthread_mutex_unlock(&P.lock);
+	return arg;
+}
+
+/* Starts the helper, once (no lock held: pthread_create may allocate, and under the malloc
+ * replacement that takes mheap.lock, which prefault_note holds before P.lock). */
+void prefault_start(void)
+{
+	int expect = 0;
+	if (rt_valgrind || !cas_strong_acq_rel(&P.state, &expect, 2))
+		return; /* memcheck tracks the memory itself; or started, starting or refused */
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	int r = threads_create_internal(&t, &attr, prefault_main, NULL);
+	pthread_attr_destroy(&attr);
+	store_release(&P.state, r == 0 ? 1 : 0);
+}
+
+/* The bump pointer moved to bump, in a reservation ending at end, with inuse bytes of the heap in
+ * use (mheap.lock held). */
+void prefault_note(uintptr_t bump, uintptr_t end, size_t inuse)
+{
+	if (load_relaxed(&P.state) != 1)
+		return;
+	uintptr_t ahead = inuse / 8;
+	ahead = ahead < PREFAULT_AHEAD_MIN ? PREFAULT_AHEAD_MIN : ahead > PREFAULT_AHEAD_MAX ? PREFAULT_AHEAD_MAX : ahead;
+	uintptr_t want = bump + ahead < end ? bump + ahead : end;
+	lock_acquire(&P.lock);
+	/* A new reservation, or the first request: start at the bump pointer. */
+	if (P.asked < bump || P.asked > end)
+		P.asked = bump;
+	if (want >= P.asked + PREFAULT_STEP) {
+		P.lo = P.lo < P.hi && P.hi == P.asked ? P.lo : P.asked;
+		P.hi = want;
+		P.asked = want;
+		pthread_cond_signal(&P.cond);
+	}
+	pthread_mutex_unlock(&P.lock);
+}
+
+void prefault_fork_prepare(void)
+{
+	lock_acquire(&P.lock);
+}
+
+void prefault_fork_parent(void)
+{
+	pthread_mutex_unlock(&P.lock);
+}
+
+/* The helper did not survive the fork; the child's next cycle starts another. */
+void prefault_fork_child(void)
+{
+	pthread_cond_init(&P.cond, NULL);
+	if (P.state != -1)
+		P.state = 0;
+	P.lo = P.hi = P.asked = 0;
+	pthread_mutex_unlock(&P.lock);
+}
