@@ -151,13 +151,16 @@ static bool cycle_concurrent(void)
 {
 	if (gc_opt.stw == 1 || !(load_relaxed(&gc.barrier) || dirty_ok))
 		return false;
-	/* A heap with under a megabyte live stops the world for well under a millisecond, less
-	 * than a concurrent cycle's two stops and thread hand-offs cost; anything bigger marks
-	 * concurrently (at 32 MiB, as before, GCBench's first cycles paused 5 to 34 ms). The first
-	 * cycle knows no live size and takes the whole first goal for it. CGC_DEBUG=stw=0 makes
-	 * every cycle concurrent. */
+	/* With the barrier, a heap with under a megabyte live stops the world for well under a
+	 * millisecond, less than a concurrent cycle's two stops and thread hand-offs cost; anything
+	 * bigger marks concurrently (at 32 MiB, GCBench's first cycles paused 5 to 34 ms). The first
+	 * cycle knows no live size and takes the whole first goal for it. Write tracking costs more
+	 * per cycle (protecting the heap, the faults, reading the written pages back): below 32 MiB
+	 * it would cost a small heap's allocation loop 4-5x its time (bench/run-gc.sh's alloc, 41 ->
+	 * 196 ns an allocation at 1 MiB). CGC_DEBUG=stw=0 makes every cycle concurrent. */
 	size_t live = live_known ? gc.heap_marked : GC_MIN_HEAP;
-	return gc_opt.stw == 0 || live >= GC_CONCURRENT_MIN_LIVE;
+	size_t min = load_relaxed(&gc.barrier) ? GC_CONCURRENT_MIN_LIVE : GC_CONCURRENT_MIN_LIVE_DIRTY;
+	return gc_opt.stw == 0 || live >= min;
 }
 
 static void stop_world(uint64_t *t)

@@ -14,7 +14,8 @@
 
 #define GC_MIN_HEAP ((size_t)4 << 20)     /* the goal never drops below this */
 #define GC_DEFAULT_PERCENT 100
-#define GC_CONCURRENT_MIN_LIVE ((size_t)1 << 20) /* below: cycles stop the world (collector.md 8.1) */
+#define GC_CONCURRENT_MIN_LIVE ((size_t)1 << 20)        /* below: stop the world (collector.md 8.1) */
+#define GC_CONCURRENT_MIN_LIVE_DIRTY ((size_t)32 << 20) /* the same without the barrier */
 #define GC_MAX_PROCS 256
 #define WBUF_ITEMS 510                     /* grey items per work buffer (8 KiB buffers) */
 #define SCAN_CHUNK ((size_t)64 << 10)      /* large objects and roots are scanned in pieces */
