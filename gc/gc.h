@@ -72,7 +72,8 @@ typedef struct gc_state {
 	int barrier;                 /* the program promised CGC_WRITE (cgc_set_barrier) */
 	size_t trigger;              /* atomic: heap_live at which a concurrent cycle starts */
 	double mark_work;            /* scan work the current mark expects (pacer_mark_start) */
-	size_t mark_alloc;           /* bytes handed out during the last concurrent mark (0: none) */
+	double mark_alloc_rate;      /* bytes handed out per byte of scan work, in the last
+	                                concurrent mark (0: none yet) */
 } gc_state_t;
 
 extern gc_state_t gc;

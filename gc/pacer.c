@@ -55,8 +55,9 @@ size_t pacer_goal(size_t marked, size_t root_bytes)
 
 /* Where a concurrent cycle starts, between the last live heap and the goal: early enough that the
  * mark, running beside the program, ends at the goal. What the program allocated during the last
- * concurrent mark, with a quarter more for safety, is taken off the goal (Go's pacer estimates the
- * same from its last cycle), within 60% to 95% of the way; before any concurrent mark, at 70%.
+ * concurrent mark, per byte of that mark's scan work, times the next mark's work, with a quarter
+ * more for safety, is taken off the goal (Go's pacer estimates the same from its last cycle),
+ * within 60% to 95% of the way; before any concurrent mark, at 70%.
  * Too early costs throughput: more cycles, each marking what a later one would find dead (it was
  * a fixed 70%, and GCBench with the barrier ran 1.5x the stop-the-world time). Too late costs
  * latency: assists past the goal, and waits past the hard goal. */
@@ -70,8 +71,9 @@ void pacer_set_trigger(bool concurrent)
 	size_t trigger = goal;
 	if (concurrent && goal > marked && goal < SIZE_MAX / 2) {
 		double runway = (double)(goal - marked), at = TRIGGER_FIRST;
-		if (gc.mark_alloc) {
-			at = 1.0 - 1.25 * (double)gc.mark_alloc / runway;
+		if (gc.mark_alloc_rate > 0) {
+			double during = gc.mark_alloc_rate * (double)(marked + gc.root_bytes);
+			at = 1.0 - 1.25 * during / runway;
 			at = at < TRIGGER_MIN ? TRIGGER_MIN : at > TRIGGER_MAX ? TRIGGER_MAX : at;
 		}
 		trigger = marked + (size_t)(runway * at);
@@ -86,8 +88,12 @@ void pacer_cycle_done(size_t marked, size_t root_bytes, int64_t alloc_during, in
 {
 	gc.heap_marked = marked;
 	gc.root_bytes = root_bytes;
-	if (mark_alloc > 0)
-		gc.mark_alloc = (size_t)mark_alloc;
+	/* Per byte of the mark's work, so that a heap that grew since (the next mark has more to
+	 * do, and the program allocates for longer meanwhile) starts its cycle earlier in
+	 * proportion: with the last mark's bytes as they were, GCBench's growing heap started cycles
+	 * too late and its threads waited at the hard goal. */
+	if (mark_alloc > 0 && gc.mark_work > 0)
+		gc.mark_alloc_rate = (double)mark_alloc / gc.mark_work;
 	int64_t now = load_relaxed(&gc.alloc_since);
 	store_relaxed(&gc.alloc_since, alloc_during < now ? alloc_during : now);
 	store_relaxed(&gc.goal, pacer_goal(marked, root_bytes));
