@@ -37,10 +37,7 @@ static NOINLINE void flush(wbbuf_t *b)
  * still in cache; the buffer's later lookup would find them cold. */
 static ALWAYS_INLINE bool already_marked(uintptr_t v)
 {
-	heap_arena_t *ha = load_relaxed(&arena_index[v >> ARENA_SHIFT]);
-	if (ha == NULL)
-		return false;
-	span_t *s = load_relaxed(&ha->spans[(v >> PAGE_SHIFT) & (PAGES_PER_ARENA - 1)]);
+	span_t *s = spanmap_lookup(v);
 	if (s == NULL || load_acquire(&s->kind) == SPAN_FREE)
 		return false;
 	size_t idx = span_objindex(s, v);

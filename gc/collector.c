@@ -285,8 +285,7 @@ static void run_cycle(bool forced, bool inline_stw)
 			mark_termination();
 			live_known = true;
 			int64_t during = cy.concurrent ? load_relaxed(&gc.alloc_since) - alloc_at_start : 0;
-			pacer_cycle_done(cy.marked, cy.globals + cy.stacks, gc.barrier ? during : 0, during,
-					 cycle_concurrent());
+			pacer_cycle_done(cy.marked, cy.globals + cy.stacks, during, cycle_concurrent());
 			sweep_cycle_start(cy.marked, load_relaxed(&gc.goal));
 			/* The pause ends when the world is woken; after the wake-up on a busy machine this
 			 * thread may wait for a CPU, which is not the program's pause. */

@@ -96,8 +96,7 @@ int gc_set_barrier(bool on);                /* cgc_set_barrier; returns the old 
 /* ---- gc/pacer.c --------------------------------------------------------------------------- */
 
 void pacer_account(int64_t bytes);          /* bytes handed out (negative: given back) */
-void pacer_cycle_done(size_t marked, size_t root_bytes, int64_t alloc_during, int64_t mark_alloc,
-		      bool concurrent);
+void pacer_cycle_done(size_t marked, size_t root_bytes, int64_t mark_alloc, bool concurrent);
 void pacer_set_trigger(bool concurrent);
 void pacer_mark_start(void);
 double pacer_assist_ratio(void);         /* bytes to scan per byte allocated, now */
@@ -118,13 +117,17 @@ static inline bool pacer_over_trigger(void)
 }
 
 /* Half the runway again past the goal: where a concurrent cycle that has not finished makes
- * allocating threads wait for it (collector.md 8.5). */
+ * allocating threads wait for it, and what assists aim at once past the goal (collector.md 8.5). */
+static inline size_t pacer_hard_goal(void)
+{
+	size_t goal = load_relaxed(&gc.goal);
+	return goal + (goal > gc.heap_marked ? (goal - gc.heap_marked) / 2 : 0);
+}
+
 static inline bool pacer_over_hard_goal(void)
 {
 	int64_t since = load_relaxed(&gc.alloc_since);
-	size_t goal = load_relaxed(&gc.goal);
-	size_t hard = goal + (goal > gc.heap_marked ? (goal - gc.heap_marked) / 2 : 0);
-	return since > 0 && gc.heap_marked + (size_t)since >= hard;
+	return since > 0 && gc.heap_marked + (size_t)since >= pacer_hard_goal();
 }
 
 /* Bytes this thread was handed while a mark ran, since its last assist (gc/pacer.c). */

@@ -81,11 +81,12 @@ void pacer_set_trigger(bool concurrent)
 	store_relaxed(&gc.trigger, trigger);
 }
 
-/* Objects allocated while a concurrent mark ran are black and not in `marked`: they stay counted
- * in alloc_since (alloc_during), so heap_live is right from the start of the next cycle. */
-void pacer_cycle_done(size_t marked, size_t root_bytes, int64_t alloc_during, int64_t mark_alloc,
-		      bool concurrent)
+/* mark_alloc: bytes handed out while the cycle's concurrent mark ran (0 for a stop-the-world one).
+ * With the barrier those objects are black and not in `marked`: they stay counted in
+ * alloc_since, so heap_live is right from the start of the next cycle. */
+void pacer_cycle_done(size_t marked, size_t root_bytes, int64_t mark_alloc, bool concurrent)
 {
+	int64_t alloc_during = load_relaxed(&gc.barrier) ? mark_alloc : 0;
 	gc.heap_marked = marked;
 	gc.root_bytes = root_bytes;
 	/* Per byte of the mark's work, so that a heap that grew since (the next mark has more to
@@ -117,7 +118,7 @@ double pacer_assist_ratio(void)
 	int64_t since = load_relaxed(&gc.alloc_since);
 	size_t live = gc.heap_marked + (size_t)(since > 0 ? since : 0);
 	size_t goal = load_relaxed(&gc.goal);
-	size_t target = live < goal ? goal : goal + (goal > gc.heap_marked ? (goal - gc.heap_marked) / 2 : 0);
+	size_t target = live < goal ? goal : pacer_hard_goal();
 	double dist = target > live ? (double)(target - live) : 0.0;
 	if (dist < (double)(1 << 20))
 		dist = (double)(1 << 20);
