@@ -205,6 +205,9 @@ static inline mcache_t *mcache_get(void)
 void *mcache_refill(mcache_t *c, unsigned spc);    /* next object of class spc; NULL: no memory */
 void mcache_after_local_free(mcache_t *c, span_t *s);
 void mcache_remote_free(span_t *s, void *p, size_t idx, const char *fn);
+int64_t mcache_take_freed(mcache_t *c); /* explicit frees not yet taken off the pacer's count */
+/* A thread that frees remotely hands its count over at this many bytes (it may never refill). */
+#define FREED_FLUSH ((int64_t)256 << 10)
 void mcache_free_chain_remote(span_t *s, void *head, void *tail, size_t n);
 void mcache_flush(mcache_t *c);                    /* owner: drop current spans (new cycle) */
 void mcache_destroy(mcache_t *c);

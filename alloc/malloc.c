@@ -343,7 +343,14 @@ static NOINLINE void free_small_slow(void *p, span_t *s, size_t idx, const char 
 		report_bad_pointer(fn, p);
 	mcache_t *c = tls_mcache;
 	if (load_relaxed(&s->owner) != owner_tag(c)) {
+		/* Read first: once the object is pushed, the owner may give the span away. */
+		int64_t size = (int64_t)s->elemsize;
 		mcache_remote_free(s, p, idx, fn);
+		/* A thread that only frees never refills, where the count is handed over. */
+		if (c == &empty_mcache)
+			pacer_account(-size);
+		else if ((c->freed += size) >= FREED_FLUSH)
+			pacer_account(-mcache_take_freed(c));
 		return;
 	}
 	if (load_relaxed(&s->state[idx]) != OBJ_ALLOC)
@@ -353,6 +360,7 @@ static NOINLINE void free_small_slow(void *p, span_t *s, size_t idx, const char 
 	slot_fill_freed(s, p);
 	obj_set_next(p, s->local_free);
 	s->local_free = p;
+	c->freed += (int64_t)s->elemsize;
 	counter_add_owner(&s->nalloc, -1);
 	if (s->nalloc == 0 || s->where == WHERE_MC_FULL)
 		mcache_after_local_free(c, s);
@@ -382,6 +390,7 @@ static ALWAYS_INLINE void free_small(void *p, const char *fn)
 	store_relaxed(st, OBJ_FREE);
 	*(void **)p = s->local_free;
 	s->local_free = p;
+	c->freed += (int64_t)s->elemsize; /* for the pacer, at the next refill (mcache_take_freed) */
 	uint16_t left = (uint16_t)(load_relaxed(&s->nalloc) - 1);
 	store_relaxed(&s->nalloc, left);
 	if (unlikely((left == 0) | (s->where == WHERE_MC_FULL)))

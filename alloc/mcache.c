@@ -93,12 +93,27 @@ void mcache_flush(mcache_t *c)
 	c->sweepgen = load_acquire(&mheap.sweepgen);
 }
 
+/* The bytes this cache freed explicitly since it last said, to be taken off the pacer's count of
+ * what was handed out: without it a program that frees everything it allocates (a sliding window
+ * of 1.4 MB) collected every 2.6 MB of allocation, 650 cycles in 20M allocations, a third of its
+ * time. Frees counted before the last cycle ended are dropped: that cycle's mark already left
+ * those objects out of the live heap, and taking them off again would let the heap overshoot. */
+int64_t mcache_take_freed(mcache_t *c)
+{
+	int64_t f = c->freed;
+	uint64_t cycle = load_relaxed(&gc.cycle);
+	bool current = c->freed_cycle == cycle;
+	c->freed = 0;
+	c->freed_cycle = cycle;
+	return current ? f : 0;
+}
+
 static void make_current(mcache_t *c, unsigned spc, span_t *s)
 {
-	/* The pacer counts what a cache can hand out, when it takes it (gc/pacer.c), and the sweep
-	 * is paid for by the same bytes (gc/sweep.c, sweep_pay). */
+	/* The pacer counts what a cache can hand out, when it takes it, net of what the thread
+	 * freed (gc/pacer.c), and the sweep is paid for by the bytes taken (gc/sweep.c, sweep_pay). */
 	size_t bytes = (size_t)(s->nelems - s->nalloc) * s->elemsize;
-	pacer_account((int64_t)bytes);
+	pacer_account((int64_t)bytes - mcache_take_freed(c));
 	sweep_pay(bytes);
 	s->where = WHERE_MC_CUR;
 	c->cur[spc] = s;
@@ -181,8 +196,17 @@ retry:
 	if (s != &empty_span) {
 		if (VALIDATE)
 			span_validate(s);
-		if (s->freelist == NULL && span_collect(s, 0) == 0)
-			span_extend_fresh(s);
+		if (s->freelist == NULL) {
+			/* Slots freed into the current span since it was taken are handed out again:
+			 * the pacer counts them as at a take, else a program that frees as much as it
+			 * allocates would drift below its real heap. The free list was empty, so all
+			 * of it is what the collect brought (alloc/types.h, the span invariant). */
+			if (span_collect(s, 0))
+				pacer_account((int64_t)((size_t)(s->nfresh - s->nalloc) * s->elemsize) -
+					      mcache_take_freed(c));
+			else
+				span_extend_fresh(s);
+		}
 		if (s->freelist == NULL) {
 			s->where = WHERE_MC_FULL;
 			span_list_push(&c->full[spc], s);
@@ -310,6 +334,7 @@ void mcache_destroy(mcache_t *c)
 	c->tiny = 0;
 	c->tiny_off = 0;
 	c->tiny_state = NULL;
+	pacer_account(-mcache_take_freed(c));
 	lock_acquire(&mheap.lock);
 	stats_fold_mcache(c);
 	c->live = 0;

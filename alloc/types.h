@@ -189,6 +189,9 @@ struct mcache {
 	uint64_t remote_pending[NUM_SPAN_CLASSES]; /* atomic: remote frees that found a span's
 	                                        thread_free empty; tells the owner to look at its full
 	                                        spans of that class */
+	int64_t freed;                       /* bytes of small objects this thread freed explicitly,
+	                                        not yet told to the pacer (owner only) */
+	uint64_t freed_cycle;                /* gc.cycle when that count was last handed over */
 	uintptr_t inflight;                  /* a large object made and not yet returned (0: none):
 	                                        mark termination marks it (collector.md 5.3) */
 	uint32_t sweepgen;                   /* mheap.sweepgen when this cache last dropped its
