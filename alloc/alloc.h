@@ -36,6 +36,22 @@ static ALWAYS_INLINE span_t *spanmap_lookup(uintptr_t a)
 	return load_relaxed(&ha->spans[(a >> PAGE_SHIFT) & (PAGES_PER_ARENA - 1)]);
 }
 
+/* The same for a pointer handed to cgc_free or cgc_realloc, which nearly always is a heap address:
+ * the range test rejects nothing there, so the free path only keeps the index in bounds (a load
+ * and four instructions fewer per free). */
+static ALWAYS_INLINE span_t *spanmap_lookup_freed(uintptr_t a)
+{
+	heap_arena_t **index = arena_index; /* NULL before alloc_init: a free from an earlier ctor */
+	if (unlikely(!index))
+		return NULL;
+	/* Masked, not range-tested: a non-user address aliases some arena's entry, and every caller
+	 * then compares a with the object it finds, which has no high bits, and reports it. */
+	heap_arena_t *ha = load_relaxed(&index[(a >> ARENA_SHIFT) & (ARENA_INDEX_SIZE - 1)]);
+	if (unlikely(ha == NULL))
+		return NULL;
+	return load_relaxed(&ha->spans[(a >> PAGE_SHIFT) & (PAGES_PER_ARENA - 1)]);
+}
+
 /* Slot index of address a in span s: a multiply and a shift, never a division. */
 static ALWAYS_INLINE size_t span_objindex(const span_t *s, uintptr_t a)
 {

@@ -253,7 +253,7 @@ static ALWAYS_INLINE void *small_alloc(size_t n, int noscan)
 		s->freelist = *(void **)p;
 		counter_add_owner(&s->nalloc, 1);
 		store_relaxed(&s->state[span_objindex(s, (uintptr_t)p)], OBJ_ALLOC);
-		counter_add_owner(&c->nmalloc[spc], 1);
+		counter_add_owner(&s->nmalloc, 1);
 		if (!noscan)
 			memset(p, 0, s->elemsize);
 		return p;
@@ -374,7 +374,7 @@ static NOINLINE void free_small_slow(void *p, span_t *s, size_t idx, const char 
 static ALWAYS_INLINE void free_small(void *p, const char *fn)
 {
 	uintptr_t a = (uintptr_t)p;
-	span_t *s = spanmap_lookup(a);
+	span_t *s = spanmap_lookup_freed(a);
 	if (unlikely(s == NULL || s->kind != SPAN_SMALL)) {
 		free_slow(p, s, fn);
 		return;

@@ -238,7 +238,10 @@ retry:
 	counter_add_owner(&s->nalloc, 1);
 	size_t idx = span_objindex(s, (uintptr_t)p);
 	store_relaxed(&s->state[idx], OBJ_ALLOC);
-	counter_add_owner(&c->nmalloc[spc], 1);
+	/* The fast path's count moves to the cache at every refill: at most a span's slots
+	 * between two, so the span's 32-bit count never wraps. */
+	counter_add_owner(&c->nmalloc[spc], load_relaxed(&s->nmalloc) + 1);
+	store_relaxed(&s->nmalloc, 0);
 	/* A cycle that ended since the check above marked p as the head of our current span, or
 	 * found it in our registers (doc/design/collector.md 5.3); no mark is set here, since a
 	 * sweep could finish between a test and the set and leave the mark on into the next cycle,

@@ -327,6 +327,8 @@ void mheap_free_span_locked(span_t *s)
 		mheap.nspans[s->spc]--;
 	} else if (s->kind != SPAN_FREE) {
 		mheap.nspans[s->spc]--;
+		mheap.dead_nmalloc[s->spc] += load_relaxed(&s->nmalloc);
+		store_relaxed(&s->nmalloc, 0);
 	}
 	if (s->kind == SPAN_SMALL || s->kind == SPAN_LARGE) {
 		struct released_span *r = &mheap.released[mheap.released_next++ % RELEASED_RING];

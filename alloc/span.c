@@ -29,6 +29,7 @@ void span_init_objects(span_t *s, unsigned spc)
 	s->divmul = sc_divmul[cl];
 	s->nelems = sc_nelems[cl];
 	s->nalloc = 0;
+	s->nmalloc = 0;
 	s->nfresh = 0;
 	s->freelist = NULL;
 	s->local_free = NULL;

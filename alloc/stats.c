@@ -1,7 +1,9 @@
 /* alloc/stats.c - cgc_get_stats: allocation counters summed over threads, live objects counted
  * from the spans. doc/design/allocator.md, "Statistics".
  *
- * Threads count their allocations without atomics; frees are not counted on the free path at all
+ * Threads count their allocations without atomics, the fast path in the span it allocates from
+ * (a line it touches anyway), moved to the thread's cache at each refill and to the heap's dead
+ * count when the span is freed; frees are not counted on the free path at all
  * (it is the hotter half). Live objects are the sum of the spans' nalloc, less the remote frees
  * still waiting on thread_free lists, and frees = allocations - live. */
 #include <string.h>
@@ -20,9 +22,10 @@ void stats_fold_mcache(mcache_t *c)
 	store_relaxed(&c->tiny_allocs, 0);
 }
 
-/* Adds up nalloc of every small span, by span class (mheap lock held, so no span comes or goes;
+/* Adds up nalloc of every small span, by span class, and the allocations the fast path counted
+ * in the span and no refill has moved to a cache yet (mheap lock held, so no span comes or goes;
  * the counts themselves move under other threads' feet). A span is found at its first page. */
-static void live_by_class(uint64_t live[NUM_SPAN_CLASSES])
+static void live_by_class(uint64_t live[NUM_SPAN_CLASSES], uint64_t nm[NUM_SPAN_CLASSES])
 {
 	uintptr_t lo = load_relaxed(&heap_lo), hi = load_relaxed(&heap_hi);
 	for (uintptr_t a = lo & ~(ARENA_SIZE - 1); a < hi; a += ARENA_SIZE) {
@@ -31,8 +34,10 @@ static void live_by_class(uint64_t live[NUM_SPAN_CLASSES])
 			continue;
 		for (size_t i = 0; i < PAGES_PER_ARENA; i++) {
 			span_t *s = load_relaxed(&ha->spans[i]);
-			if (s && s->base == a + (i << PAGE_SHIFT) && (s->kind == SPAN_SMALL || s->kind == SPAN_TINY))
+			if (s && s->base == a + (i << PAGE_SHIFT) && (s->kind == SPAN_SMALL || s->kind == SPAN_TINY)) {
 				live[s->spc] += load_relaxed(&s->nalloc);
+				nm[s->spc] += load_relaxed(&s->nmalloc);
+			}
 		}
 	}
 }
@@ -51,7 +56,7 @@ CGC_API void cgc_get_stats(struct cgc_stats *st)
 			nm[i] += load_relaxed(&c->nmalloc[i]);
 		st->tiny_allocs += load_relaxed(&c->tiny_allocs);
 	}
-	live_by_class(live);
+	live_by_class(live, nm);
 	for (unsigned i = 1; i < NUM_SIZE_CLASSES; i++)
 		st->classes[i].size = sc_size[i];
 	unsigned tiny_class = size_to_class(TINY_SIZE);

@@ -134,15 +134,18 @@ struct span {
 	uint16_t nelems;         /* object slots */
 	uint16_t nalloc;         /* slots handed out and not yet freed (or freed by another thread and
 	                            not yet collected); owner-written, read by cgc_get_stats */
-	uint16_t nfresh;         /* slots [0, nfresh) have been carved; [nfresh, nelems) never used */
 	uint8_t spc;             /* span class */
 	uint8_t kind;            /* enum span_kind */
 	uint8_t where;           /* enum span_where */
 	uint8_t needzero;        /* memory may hold old bytes (fresh and released pages are zero) */
-	uint8_t scavenged;       /* free span whose pages were returned to the OS */
-	uint8_t large_state;     /* state byte of a large span's single object */
+	uint32_t nmalloc;        /* allocations the fast path made from it, not yet added to a cache's
+	                            nmalloc: on this line, not the cache's, to keep the fast path on
+	                            one line; folded at every refill, so it cannot wrap (stats.c) */
 	mcache_t *owner;         /* atomic: owning mcache, NULL when in mcentral or mheap */
 	/* --- second line: remote frees, list and page heap bookkeeping --- */
+	uint16_t nfresh;         /* slots [0, nfresh) have been carved; [nfresh, nelems) never used */
+	uint8_t scavenged;       /* free span whose pages were returned to the OS */
+	uint8_t large_state;     /* state byte of a large span's single object */
 	uintptr_t thread_free;   /* atomic: LIFO of slots freed by other threads | TF_UNOWNED */
 	span_t *next, *prev;
 	size_t npages;
@@ -159,6 +162,9 @@ struct span {
 	span_t *dirty_next;      /* that list */
 	uint8_t central_set;     /* which of mcentral's two sets the span is on */
 } __attribute__((aligned(64)));
+
+_Static_assert(offsetof(struct span, owner) + sizeof(mcache_t *) <= 64,
+	       "the fields of the allocation and free fast paths share the first cache line");
 
 #define SPAN_MAGIC 0x5350414eu /* "SPAN" */
 /* sweepgen of a struct that describes no object span (free pages, or pooled): odd, so it never
