@@ -138,14 +138,19 @@ static ALWAYS_INLINE void *tiny_pack(mcache_t *c, size_t size)
 {
 	size_t align = (size & 7) == 0 ? 8 : TINY_GRANULE;
 	uintptr_t off = (c->tiny_off + align - 1) & ~(align - 1);
-	if (unlikely(c->tiny == 0 || off + size > TINY_SIZE))
+	/* The block is read once: a stop may land anywhere in here, and the collector drops every
+	 * cache's block meanwhile (c->tiny = 0). Read again for the return, a dropped block made
+	 * the object's address off itself (tests/stress_gc under TSan: a write to address 8).
+	 * Finishing in the old block is safe: our registers keep it marked (collector.md 5.3). */
+	uintptr_t blk = load_relaxed(&c->tiny);
+	if (unlikely(blk == 0 || off + size > TINY_SIZE))
 		return NULL;
 	uint8_t st = load_relaxed(c->tiny_state);
 	store_relaxed(c->tiny_state,
 		      (uint8_t)(st | tiny_mask((unsigned)(off / TINY_GRANULE), (unsigned)(size / TINY_GRANULE))));
 	c->tiny_off = off + size;
 	counter_add_owner(&c->tiny_allocs, 1);
-	return (void *)(c->tiny + off);
+	return (void *)(blk + off);
 }
 
 /* A new block, or (under valgrind, where the fast path is off) the current one, announcing the

@@ -56,7 +56,10 @@ bool span_extend_fresh(span_t *s)
 		head = p;
 	}
 	s->freelist = head;
-	s->nfresh = (uint16_t)to;
+	/* Atomic: a sweeper may read it this moment, if a cycle ended since our refill found the
+	 * span swept (the refill then starts over, collector.md 5.3). The new slots are FREE, which
+	 * a sweep leaves alone, so either value is right for it. */
+	store_relaxed(&s->nfresh, (uint16_t)to);
 	return true;
 }
 

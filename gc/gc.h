@@ -260,10 +260,16 @@ void sweep_fork_prepare(void);
 void sweep_fork_parent(void);
 void sweep_fork_child(void);
 
-/* Unswept or being swept (sg - 2, sg - 1). Free and pooled structs (SWEEPGEN_DEAD) are not. */
+/* Unswept or being swept (sg - 2, sg - 1). Free and pooled structs (SWEEPGEN_DEAD) are not.
+ * The span's generation is read first: whoever wrote it (a claim, a sweep, a new span) had read
+ * mheap.sweepgen at least that new, so the acquire makes the heap's read after it as new. The
+ * other way round, a cycle ending between the two loads (a stop there) paired the old heap
+ * generation with the new cycle's claim, and a span being swept read as swept. Without a lock
+ * that keeps cycles out (mheap or mcentral) the answer may be stale by the time it is used. */
 static inline bool span_unswept(const span_t *s)
 {
-	return load_relaxed(&mheap.sweepgen) - load_acquire(&s->sweepgen) - 1 < 2;
+	uint32_t sg = load_acquire(&s->sweepgen);
+	return load_relaxed(&mheap.sweepgen) - sg - 1 < 2;
 }
 
 /* Sets the mark byte of slot idx of s (termination's allocations in flight, gc/mark.c). */
