@@ -7,7 +7,8 @@
 
 #define META_MIN_SHIFT 4               /* 16 bytes */
 #define META_MAX_SHIFT 16              /* 64 KiB: an arena's span table */
-#define META_CHUNK (1u << 20)          /* mapped at a time */
+#define META_CHUNK_MIN ((size_t)1 << 20)  /* mapped at a time, at first */
+#define META_CHUNK_MAX ((size_t)16 << 20) /* at most; chunks grow with what is mapped */
 
 static pthread_mutex_t meta_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *meta_free_lists[META_MAX_SHIFT + 1];
@@ -40,15 +41,22 @@ void *meta_alloc(size_t size)
 		uintptr_t align = bytes > 4096 ? 4096 : bytes;
 		uintptr_t a = ((uintptr_t)meta_bump + align - 1) & ~(align - 1);
 		if (meta_bump == NULL || a + bytes > (uintptr_t)meta_bump_end) {
-			/* The tail of the old chunk is abandoned: at most 64 KiB per MiB. */
-			char *c = os_map(NULL, META_CHUNK);
+			/* The tail of the old chunk is abandoned: at most 64 KiB per MiB. A chunk is
+			 * half of what is mapped already (1 to 16 MiB): each mmap here waits for the
+			 * address space's lock, behind whoever holds it for reading (a page fault, the
+			 * prefault helper), and a refill made one for every MiB of span metadata:
+			 * GCBench's program thread waited 8 to 20 ms in each of them. Untouched pages
+			 * cost only address space. */
+			size_t chunk = meta_mapped / 2;
+			chunk = chunk < META_CHUNK_MIN ? META_CHUNK_MIN : chunk > META_CHUNK_MAX ? META_CHUNK_MAX : chunk;
+			char *c = os_map(NULL, chunk);
 			if (c == NULL) {
 				pthread_mutex_unlock(&meta_lock);
 				return NULL;
 			}
 			meta_bump = c;
-			meta_bump_end = c + META_CHUNK;
-			store_relaxed(&meta_mapped, meta_mapped + META_CHUNK);
+			meta_bump_end = c + chunk;
+			store_relaxed(&meta_mapped, meta_mapped + chunk);
 			a = (uintptr_t)c; /* chunks are page-aligned */
 		}
 		p = (void *)a;

@@ -5,18 +5,14 @@
  * zeroing the page (or, in an MADV_HUGEPAGE arena, a 2 MiB page, with the kernel's direct
  * compaction when none is free). GCBench spent a third of its program thread in clear_page, and
  * a huge page's fault cost 2-5 ms of one allocation's latency. The memory past the bump pointer is
- * going to be touched in order, so a helper populates the next few MiB (MADV_POPULATE_WRITE,
- * Linux 5.14) while the program allocates below: on a machine with an idle CPU the work leaves
- * the program's thread, and a fault the helper has not reached yet simply happens as before. */
-#include <errno.h>
-#include <sys/mman.h>
-
+ * going to be touched in order, so a helper touches the next few MiB while the program allocates
+ * below: on a machine with an idle CPU the work leaves the program's thread, and a fault the
+ * helper has not reached yet simply happens as before. */
 #include "alloc/alloc.h"
 #include "gc/gc.h"
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
+/* The smallest page the kernel may map: one touch each faults in all of a range. */
+#define OS_PAGE 4096
 
 /* How far ahead of the bump pointer: an eighth of the heap in use, within 2 and 16 MiB, so a
  * small program's resident memory does not grow by what a big one would soon use; and the least
@@ -30,12 +26,27 @@ NONROOT static struct {
 	pthread_cond_t cond;
 	uintptr_t lo, hi;     /* what is asked for and not yet taken by the helper */
 	uintptr_t asked;      /* the end of what was asked for last (0: nothing yet) */
-	int state;            /* atomic: 0 no helper, 2 starting, 1 running, -1 the kernel cannot
-	                         populate */
+	int state;            /* atomic: 0 no helper, 2 starting, 1 running */
 } P = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+/* Faults in [lo, hi) by touching each page with an atomic add of zero: a write fault, so the page
+ * is allocated and zeroed, and no change to a word the program may be writing at the same moment
+ * (the range is past the bump pointer when asked for, but the program may get there first).
+ * Touching rather than MADV_POPULATE_WRITE, which holds the address space's lock for reading
+ * throughout: the program's mmap (a new arena, a metadata chunk) waited behind it, for a whole
+ * huge page's zeroing, 8 to 20 ms on the project's machine (perf sched on GCBench). A fault takes
+ * only the lock of its own mapping (Linux 6.4's per-VMA locks; older kernels fall back to the
+ * address space's, per page, as the program's own faults would). */
+__attribute__((no_sanitize_thread)) static void touch_pages(uintptr_t lo, uintptr_t hi)
+{
+	for (uintptr_t a = (lo + OS_PAGE - 1) & ~(uintptr_t)(OS_PAGE - 1); a < hi; a += OS_PAGE)
+		__atomic_fetch_add((uint64_t *)a, 0, __ATOMIC_RELAXED);
+}
 
 static void *prefault_main(void *arg)
 {
+	/* Default priority, not idle: at SCHED_IDLE, zeroing a huge page took 20 ms in slices
+	 * between other threads' (perf sched), and the program's own faults on it waited as long. */
 	lock_acquire(&P.lock);
 	for (;;) {
 		while (P.lo >= P.hi)
@@ -44,24 +55,10 @@ static void *prefault_main(void *arg)
 		P.lo = P.hi;
 		pthread_mutex_unlock(&P.lock);
 		/* Pages the program reached first are left as they are; a run the scavenger released
-		 * meanwhile comes back as zero pages, which is what the allocator expects of it. One
-		 * step (a huge page) per call: the kernel holds the address space's lock for reading
-		 * throughout a call, and any mmap, mprotect or munmap of the program waits behind it,
-		 * then every page fault behind that; a 16 MiB call had cost strace's mmap 8 ms on
-		 * average in GCBench. */
-		int r = 0, err = 0;
-		for (uintptr_t a = lo; a < hi && r == 0; a += PREFAULT_STEP) {
-			uintptr_t e = hi - a > PREFAULT_STEP ? a + PREFAULT_STEP : hi;
-			r = madvise((void *)a, e - a, MADV_POPULATE_WRITE);
-			err = errno;
-		}
+		 * meanwhile comes back as zero pages, which is what the allocator expects of it. */
+		touch_pages(lo, hi);
 		lock_acquire(&P.lock);
-		if (r != 0 && (err == EINVAL || err == ENOSYS)) {
-			store_relaxed(&P.state, -1); /* an older kernel: faults stay with the program */
-			break;
-		}
 	}
-	pthread_mutex_unlock(&P.lock);
 	return arg;
 }
 
@@ -90,7 +87,11 @@ void prefault_note(uintptr_t bump, uintptr_t end, size_t inuse)
 	uintptr_t ahead = inuse / 8;
 	ahead = ahead < PREFAULT_AHEAD_MIN ? PREFAULT_AHEAD_MIN : ahead > PREFAULT_AHEAD_MAX ? PREFAULT_AHEAD_MAX : ahead;
 	uintptr_t want = bump + ahead < end ? bump + ahead : end;
-	lock_acquire(&P.lock);
+	/* Never wait for the helper, which runs at idle priority and may be preempted holding its
+	 * lock for as long as the program keeps the CPUs busy, while we hold mheap.lock: the next
+	 * note asks again. */
+	if (pthread_mutex_trylock(&P.lock) != 0)
+		return;
 	/* A new reservation, or the first request: start at the bump pointer. */
 	if (P.asked < bump || P.asked > end)
 		P.asked = bump;
@@ -117,8 +118,7 @@ void prefault_fork_parent(void)
 void prefault_fork_child(void)
 {
 	pthread_cond_init(&P.cond, NULL);
-	if (P.state != -1)
-		P.state = 0;
+	P.state = 0;
 	P.lo = P.hi = P.asked = 0;
 	pthread_mutex_unlock(&P.lock);
 }

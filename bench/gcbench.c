@@ -84,6 +84,49 @@ static int time_allocs;      /* -l: time every allocation */
 static uint64_t worst_ticks; /* longest single allocation seen, in ticks */
 static uint64_t nallocs;     /* allocations made, every kind */
 
+/* -l also says what the slow allocations (over 1 ms) were waiting for, from the thread's own
+ * counters (RUSAGE_THREAD), read every SAMPLE_EVERY allocations and again after each slow one: a
+ * slow allocation with an involuntary context switch was preempted (the kernel ran something
+ * else on its CPU), one with a voluntary switch blocked (a lock, a condition variable, a stop of
+ * the world, a page fault waiting for the address space's lock), one with page faults and
+ * neither was the kernel's page work itself. The counts between samples include up to
+ * SAMPLE_EVERY fast allocations, which hardly ever switch or fault. */
+#define SAMPLE_EVERY 1024
+#define NOINLINE __attribute__((noinline))
+#define unlikely(x) __builtin_expect(!!(x), 0)
+static uint64_t slow_ticks;       /* 1 ms in ticks, set when -l is given */
+static struct rusage last_ru;     /* the latest sample */
+static uint64_t since_sample;
+static uint64_t slow_allocs, slow_preempted, slow_blocked, slow_faulted_only;
+static long worst_nivcsw, worst_nvcsw, worst_minflt; /* of the worst allocation's sample */
+
+static void sample_thread(struct rusage *ru)
+{
+	getrusage(RUSAGE_THREAD, ru);
+}
+
+static NOINLINE void note_slow_alloc(uint64_t dt)
+{
+	struct rusage ru;
+	sample_thread(&ru);
+	long niv = ru.ru_nivcsw - last_ru.ru_nivcsw, nv = ru.ru_nvcsw - last_ru.ru_nvcsw;
+	long flt = ru.ru_minflt - last_ru.ru_minflt;
+	last_ru = ru;
+	since_sample = 0;
+	slow_allocs++;
+	if (niv)
+		slow_preempted++;
+	if (nv)
+		slow_blocked++;
+	if (!niv && !nv && flt)
+		slow_faulted_only++;
+	if (dt >= worst_ticks) {
+		worst_nivcsw = niv;
+		worst_nvcsw = nv;
+		worst_minflt = flt;
+	}
+}
+
 /* bdwgc's own pauses. Its API in Debian 12 (8.2) has no pause statistics, only the total time of
  * full collections in ms; but it announces the stop and the restart of the world to a callback,
  * which runs in the collecting thread, with the world stopped in between and the allocation lock
@@ -129,6 +172,12 @@ static inline struct node *new_node(struct node *left, struct node *right)
 		uint64_t t0 = ticks();
 		n = bench_alloc(sizeof *n);
 		uint64_t dt = ticks() - t0;
+		if (unlikely(dt > slow_ticks))
+			note_slow_alloc(dt);
+		else if (unlikely(++since_sample == SAMPLE_EVERY)) {
+			since_sample = 0;
+			sample_thread(&last_ru);
+		}
 		if (dt > worst_ticks)
 			worst_ticks = dt;
 	} else {
@@ -296,6 +345,14 @@ int main(int argc, char **argv)
 	cgc_set_barrier(1);
 #endif
 
+	if (time_allocs) {
+		/* 1 ms in ticks, from 20 ms of the monotonic clock. */
+		uint64_t c0 = now_ns(), k0 = ticks(), c1;
+		while ((c1 = now_ns()) - c0 < 20000000u)
+			;
+		slow_ticks = (ticks() - k0) * 1000000u / (c1 - c0);
+		sample_thread(&last_ru);
+	}
 	uint64_t ns0 = now_ns(), tk0 = ticks();
 
 	/* The shape: by default the short-lived work grows with the live depth (a stretch tree one
@@ -347,7 +404,11 @@ int main(int argc, char **argv)
 	printf("gcbench alloc=%s depth=%d work=%d seconds=%.3f maxrss_kb=%ld allocs=%" PRIu64,
 	       allocator_name(), depth, work, (double)elapsed / 1e9, ru.ru_maxrss, nallocs);
 	if (time_allocs)
-		printf(" worst_alloc_ns=%.0f", (double)worst_ticks * ns_per_tick);
+		printf(" worst_alloc_ns=%.0f slow_allocs=%" PRIu64 " slow_preempted=%" PRIu64
+		       " slow_blocked=%" PRIu64 " slow_faulted_only=%" PRIu64
+		       " worst_nivcsw=%ld worst_nvcsw=%ld worst_minflt=%ld",
+		       (double)worst_ticks * ns_per_tick, slow_allocs, slow_preempted, slow_blocked,
+		       slow_faulted_only, worst_nivcsw, worst_nvcsw, worst_minflt);
 	/* max_pause_ns: the collector's longest stop of the world, by its own account; n/a for malloc. */
 #if defined(IS_CGC)
 	struct cgc_stats s;
