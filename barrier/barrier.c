@@ -14,10 +14,15 @@
 CGC_API int cgc_barrier_active;
 
 /* Shades n values with stops held off. */
+/* Both shade only while the barrier is still on, read inside the hold: a thread stopped for mark
+ * termination between its test of the flag and here would otherwise set marks after the cycle
+ * ended, during or after the sweep, and the next cycle would take them for its own and never
+ * scan those objects (the bug class of collector.md 8.3). */
 static void shade_blocked(const uintptr_t *v, size_t n)
 {
 	threads_hold_stop();
-	mark_shade(v, n);
+	if (load_acquire(&cgc_barrier_active))
+		mark_shade(v, n);
 	threads_release_stop();
 }
 
@@ -26,15 +31,12 @@ static NOINLINE void flush(wbbuf_t *b)
 	threads_hold_stop();
 	/* The count is read inside the hold: a termination that ran before may have shaded
 	 * and emptied the buffer. */
-	mark_shade(b->v, load_relaxed(&b->n));
+	if (load_acquire(&cgc_barrier_active))
+		mark_shade(b->v, load_relaxed(&b->n));
 	store_relaxed(&b->n, 0);
 	threads_release_stop();
 }
 
-/* Whether v points into an object the mark has already reached: then shading it again would do
- * nothing, and it need not be buffered. Most values a program stores while marking runs are new
- * objects, born marked (GCBench: every node's two children), and their span and mark byte are
- * still in cache; the buffer's later lookup would find them cold. */
 static ALWAYS_INLINE bool already_marked(uintptr_t v)
 {
 	span_t *s = spanmap_lookup(v);
@@ -51,31 +53,43 @@ CGC_API void cgc_write_barrier(void *slot, const void *value)
 {
 	if (!load_relaxed(&cgc_barrier_active))
 		return;
-	uintptr_t lo = load_relaxed(&heap_lo), span = load_relaxed(&heap_hi) - lo;
-	uintptr_t o = *(volatile uintptr_t *)slot, v = (uintptr_t)value;
-	bool so = o - lo < span && !already_marked(o), sv = v - lo < span && !already_marked(v);
-	if (!so && !sv)
-		return;
 	gthread_t *t = tls_gthread;
 	if (unlikely(t == NULL || t->wb == NULL)) {
 		/* An unregistered thread (its pointers would not be found anyway) or one whose buffer
 		 * could not be made: shade at once. */
-		uintptr_t both[2] = {o, v};
+		uintptr_t both[2] = {*(volatile uintptr_t *)slot, (uintptr_t)value};
 		shade_blocked(both, 2);
 		return;
 	}
-	wbbuf_t *b = t->wb;
-	uint32_t n = b->n;
-	if (so)
-		b->v[n++] = o;
-	if (sv)
-		b->v[n++] = v;
-	/* The entries before the count: a stop between them leaves them uncounted, which is safe,
-	 * since the store they guard has not happened yet (doc/design/barrier.md 3). */
-	__atomic_signal_fence(__ATOMIC_RELEASE);
-	store_relaxed(&b->n, n);
-	if (n + 2 > WB_ENTRIES)
-		flush(b);
+	/* The rest inside a hold, with the flag read again there (acquire, paired with
+	 * barrier_enable's release). A stop for mark termination that landed between the test
+	 * above and the mark bytes read below let this thread read them after the cycle ended,
+	 * while a sweep cleared them (TSan: collect_dead's memset against already_marked, in
+	 * tests/model_gc), and buffer and flush into a cycle that was over. Inside the hold the
+	 * cycle cannot end, and the mark bytes read are this cycle's: the last sweep finished
+	 * before the barrier was turned on. */
+	threads_hold_stop();
+	if (load_acquire(&cgc_barrier_active)) {
+		uintptr_t lo = load_relaxed(&heap_lo), span = load_relaxed(&heap_hi) - lo;
+		uintptr_t o = *(volatile uintptr_t *)slot, v = (uintptr_t)value;
+		bool so = o - lo < span && !already_marked(o), sv = v - lo < span && !already_marked(v);
+		if (so || sv) {
+			wbbuf_t *b = t->wb;
+			uint32_t n = b->n;
+			if (so)
+				b->v[n++] = o;
+			if (sv)
+				b->v[n++] = v;
+			/* The entries before the count: a stop between them leaves them uncounted,
+			 * which is safe, since the store they guard has not happened yet
+			 * (doc/design/barrier.md 3). */
+			__atomic_signal_fence(__ATOMIC_RELEASE);
+			store_relaxed(&b->n, n);
+			if (n + 2 > WB_ENTRIES)
+				flush(b);
+		}
+	}
+	threads_release_stop();
 }
 
 void barrier_enable(bool on)
@@ -84,7 +98,7 @@ void barrier_enable(bool on)
 		for (gthread_t *t = threads_first(); t; t = t->next)
 			if (t->wb)
 				store_relaxed(&t->wb->n, 0);
-	store_relaxed(&cgc_barrier_active, on ? 1 : 0);
+	store_release(&cgc_barrier_active, on ? 1 : 0); /* cgc_write_barrier says why */
 }
 
 void barrier_flush_all(void)
