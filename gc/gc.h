@@ -135,15 +135,25 @@ extern __thread int64_t tls_unassisted __attribute__((tls_model("initial-exec"))
 
 /* ---- gc/threads.c: the thread registry and stopping the world ------------------------------ */
 
-enum { THREAD_RUNNING = 0, THREAD_BLOCKING = 1, THREAD_BLOCKING_HELD = 2 };
+/* A registered thread's state. Every change is a compare-and-swap on this one word, so a stop and
+ * the thread always agree on which of them answers for it (doc/design/collector.md 3.5):
+ *   RUNNING -> BLOCKING         the thread, in cgc_enter_blocking, its registers and sp saved first
+ *   BLOCKING -> RUNNING         the thread, in cgc_exit_blocking
+ *   BLOCKING -> BLOCKING_HELD   a stop: scanned from the saved state, not signalled
+ *   BLOCKING_HELD -> BLOCKING   the restart; only then may the thread leave the blocking call
+ *   RUNNING -> STOPPING         a stop: signalled and counted, so it owes one acknowledgement
+ *   STOPPING -> RUNNING         whoever gives that acknowledgement, once: the stop handler, the end
+ *                               of a hold, cgc_enter_blocking (no thread blocks owing one), or the
+ *                               stop itself for a thread that is gone
+ * BLOCKING_HELD and STOPPING exist only while a stop is under way. */
+enum { THREAD_RUNNING = 0, THREAD_BLOCKING = 1, THREAD_BLOCKING_HELD = 2, THREAD_STOPPING = 3 };
 
 typedef struct gthread {
 	pthread_t pt;
 	uintptr_t stack_lo, stack_hi;  /* the thread's stack mapping, hi = its base */
 	uintptr_t tp;                  /* thread pointer: finds its TLS (gc/roots.c) */
 	uint32_t state;                /* atomic: THREAD_* */
-	uint32_t acked;                /* atomic: the stop epoch this thread last acknowledged */
-	uint32_t signalled;            /* atomic: the last stop epoch that signalled (and counted) it */
+	uint32_t acked;                /* the last stop epoch it acknowledged (for debuggers) */
 	uintptr_t sp;                  /* where it stood when stopped or when it began blocking */
 	uintptr_t altstack_lo, altstack_hi; /* its sigaltstack, if stopped while on it */
 	struct gthread *next;
@@ -162,7 +172,8 @@ gthread_t *threads_register_self(void); /* idempotent; NULL on failure */
 void threads_unregister_self(void);
 void threads_lock_registry(void);
 void threads_unlock_registry(void);
-/* Stops every other registered thread (registry locked); returns how many were signalled. */
+/* Stops every other registered thread (registry locked); returns how many were signalled and
+ * acknowledged (the others were blocking, and are held). */
 int world_stop(void);
 void world_start(void);
 void threads_push_starting(gcwork_t *w, bool now); /* arguments of threads not yet registered */

@@ -21,10 +21,10 @@ NONROOT static gthread_t *threads;          /* every registered thread (threads_
 NONROOT static gthread_t *thread_pool;      /* records of exited threads, for reuse */
 static pthread_key_t exit_key;
 
-/* The handshake (doc/design/collector.md 3.2). */
+/* The handshake (doc/design/collector.md 3.2). Which threads owe the stop under way an
+ * acknowledgement is in their state words (THREAD_STOPPING), not here. */
 NONROOT static uint32_t stop_epoch;         /* atomic: bumped by each stop */
 NONROOT static uint32_t resume_epoch;       /* atomic: == stop_epoch once the world may run again */
-NONROOT static uint32_t stopping;           /* atomic: a stop is in progress (else deliveries are stray) */
 NONROOT static uint32_t acks;               /* atomic: threads that acknowledged this stop */
 
 typedef int (*pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
@@ -88,9 +88,7 @@ gthread_t *threads_register_self(void)
 	t->pt = pthread_self();
 	t->tp = os_thread_pointer();
 	stack_bounds(t);
-	/* Not yet acknowledged any stop: a stop in progress cannot have counted us (we hold the
-	 * lock it holds), and the next one will. */
-	t->acked = load_relaxed(&stop_epoch);
+	/* No stop is under way (we hold the lock it holds): the next one will find us running. */
 	store_relaxed(&t->state, THREAD_RUNNING);
 	t->next = threads;
 	threads = t;
@@ -193,8 +191,8 @@ gthread_t *threads_first(void)
 
 /* A hold is a count on the thread's record, not a signal mask: two plain stores instead of two
  * system calls, so a refill may take one whenever marking runs. A stop signal arriving inside a
- * hold is remembered and answered when the hold ends (stop_deferred). Unregistered threads are
- * never stopped and need no hold. */
+ * hold is remembered and answered when the hold ends (stop_deferred); a thread does not block
+ * inside one. Unregistered threads are never stopped and need no hold. */
 static void stop_deferred(gthread_t *t);
 
 void threads_hold_stop(void)
@@ -258,64 +256,100 @@ CGC_API int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)
 
 /* ---- blocking ---------------------------------------------------------------------------- */
 
-/* The registers a call may clobber are dead in the caller of cgc_enter_blocking, so what they hold
- * is stale, and a stale pointer there would keep garbage alive for as long as the thread blocks
- * (tests/check_gc saw it): only the callee-saved ones are kept. */
-static void forget_scratch_registers(unw_context_t *ctx)
+/* A thread may block only when it owes no acknowledgement: a stop that counted it while it ran
+ * waits for one, and a blocking thread is not signalled again and may never run the handler
+ * (signals blocked around the call, or ThreadSanitizer holding the delivery back). So the move to
+ * BLOCKING is a compare-and-swap from RUNNING: if a stop got there first (STOPPING), the thread
+ * answers it here, from an ordinary call, and tries again once the world runs.
+ *
+ * What the caller of cgc_enter_blocking keeps in registers across the call is in the callee-saved
+ * ones (the others are dead there, and a stale pointer in one would keep garbage alive for as long
+ * as the thread blocks: tests/check_gc saw it). cgc_enter_blocking saves every one of them in its
+ * prologue (__builtin_unwind_init), before it changes any, so its frame, from its stack pointer at
+ * this call (our CFA) up to its caller's, holds the caller's values: the record keeps a copy of
+ * that frame. Registers taken with unw_getcontext inside it would be the values it had moved on to
+ * (GCC kept a local's address in r12 there, and the caller's r12 and rbx went unscanned). */
+static NOINLINE __attribute__((no_sanitize_address)) void blocking_enter(uintptr_t caller_sp)
 {
-#if defined(__x86_64__)
-	static const int scratch[] = {REG_RAX, REG_RCX, REG_RDX, REG_RSI, REG_RDI,
-				      REG_R8,  REG_R9,  REG_R10, REG_R11};
-	for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++)
-		ctx->uc_mcontext.gregs[scratch[i]] = 0;
-#else
-	(void)ctx; /* elsewhere every register is kept: conservative, and correct */
-#endif
-}
-
-CGC_API void cgc_enter_blocking(void)
-{
+	int saved_errno = errno; /* kept, as cgc_enter_blocking(3) promises */
 	gthread_t *t = tls_gthread ? tls_gthread : (alloc_init(), threads_register_self());
 	if (t == NULL)
-		return;
-	/* Callee-saved registers go to the record (scanned); the stack from here up stays put. */
-	unw_getcontext((unw_context_t *)t->regs);
-	forget_scratch_registers((unw_context_t *)t->regs);
-	t->sp = (uintptr_t)__builtin_frame_address(0);
-	store_release(&t->state, THREAD_BLOCKING);
+		goto out;
+	uint32_t st = load_relaxed(&t->state);
+	/* Nested: the outer call's saved state stands, and a stop may be reading it. */
+	if (st == THREAD_BLOCKING || st == THREAD_BLOCKING_HELD)
+		goto out;
+	CHECK(t->holds == 0); /* answering a stop here would split the hold's work */
+	const uintptr_t *lo = __builtin_dwarf_cfa(), *hi = (const uintptr_t *)caller_sp;
+	uintptr_t *regs = t->regs;
+	size_t n = t->regs_size / sizeof *regs, i = 0;
+	CHECK((size_t)(hi - lo) <= n);
+	if ((size_t)(hi - lo) > n)
+		lo = hi - n; /* the saved registers sit at the top, under the return address */
+	for (const uintptr_t *p = lo; p < hi; p++)
+		regs[i++] = *p;
+	while (i < n)
+		regs[i++] = 0;
+	for (;;) {
+		/* The stack from the caller's frame up stays put while the thread blocks (stop_here
+		 * moves sp). */
+		t->sp = caller_sp;
+		t->altstack_lo = t->altstack_hi = 0;
+		st = THREAD_RUNNING;
+		if (cas_strong_acq_rel(&t->state, &st, THREAD_BLOCKING)) /* publishes regs and sp */
+			break;
+		stop_deferred(t); /* STOPPING */
+	}
+out:
+	errno = saved_errno;
 }
 
+/* Noinline, so that the frame blocking_enter copies is this one; not a tail call, so that the frame
+ * is still there when it does. */
+CGC_API NOINLINE void cgc_enter_blocking(void)
+{
+	__builtin_unwind_init();
+	blocking_enter((uintptr_t)__builtin_dwarf_cfa());
+	__asm__ volatile("" ::: "memory");
+}
+
+/* Back to RUNNING, unless a stop holds the thread: then it waits for the restart, which makes it
+ * BLOCKING again. Any other state means the thread was not blocking (an unpaired call): nothing
+ * to do; if a stop counted it meanwhile, its handler answers. */
 CGC_API void cgc_exit_blocking(void)
 {
 	gthread_t *t = tls_gthread;
 	if (t == NULL)
 		return;
+	int saved_errno = errno; /* the bracketed call's result; the futex may set it */
 	for (;;) {
 		uint32_t st = THREAD_BLOCKING;
-		if (cas_strong_acq_rel(&t->state, &st, THREAD_RUNNING) || st == THREAD_RUNNING)
-			return;
-		/* A collection is scanning us: wait until it lets go. */
+		if (cas_strong_acq_rel(&t->state, &st, THREAD_RUNNING))
+			break;
+		if (st != THREAD_BLOCKING_HELD)
+			break;
 		os_futex_wait(&t->state, THREAD_BLOCKING_HELD, 0);
 	}
+	errno = saved_errno;
 }
 
 /* ---- stopping the world ------------------------------------------------------------------ */
 
-/* Whether t must answer the stop under way: one that signalled it and that it has not answered.
- * A late or resent delivery from an earlier stop, arriving while this one left t alone
- * (blocking), must not add an acknowledgement the collector would take for another thread's. */
-static bool stop_is_ours(gthread_t *t, uint32_t e)
-{
-	return load_acquire(&stopping) && load_relaxed(&t->acked) != e &&
-	       load_acquire(&t->signalled) == e;
-}
-
-/* Acknowledges stop e and waits for the world to start again. Everything above this frame is
- * scanned from t->sp: the caller's registers must be there (the kernel's signal frame, or the
- * context stop_deferred saved). */
-static NOINLINE void stop_here(gthread_t *t, uint32_t e)
+/* Gives the acknowledgement t owes the stop under way, unless it owes none or it was already
+ * given, and waits for the world to start again. The claim is the compare-and-swap STOPPING ->
+ * RUNNING: exactly one of the handler, a resent delivery interrupting stop_deferred, the end of a
+ * hold and cgc_enter_blocking wins it, so a stop never counts one thread twice (which would let
+ * it proceed while another still ran). A stale delivery finds no STOPPING and does nothing.
+ * Everything above this frame is scanned from t->sp: the caller's registers must be there (the
+ * kernel's signal frame, or the context stop_deferred saved). */
+static NOINLINE void stop_here(gthread_t *t)
 {
 	volatile uintptr_t here = 0;
+	uint32_t st = THREAD_STOPPING;
+	if (!cas_strong_acq_rel(&t->state, &st, THREAD_RUNNING))
+		return;
+	/* The stop that made us STOPPING: the next cannot begin before we acknowledge this one. */
+	uint32_t e = load_relaxed(&stop_epoch);
 	t->sp = (uintptr_t)&here;
 	t->altstack_lo = t->altstack_hi = 0;
 	if (t->sp < t->stack_lo || t->sp >= t->stack_hi) {
@@ -326,12 +360,12 @@ static NOINLINE void stop_here(gthread_t *t, uint32_t e)
 			t->altstack_hi = (uintptr_t)ss.ss_sp + ss.ss_size;
 		}
 	}
-	store_release(&t->acked, e);
+	store_relaxed(&t->acked, e);
 	__atomic_fetch_add(&acks, 1, __ATOMIC_RELEASE); /* publishes sp to the collector */
 	os_futex_wake(&acks, 1);
 	/* Until stop e is over, or a later one: the world may have started and stopped again
-	 * before this thread ran (one answering a deferred stop from an ordinary call takes the next
-	 * stop's signal in its handler meanwhile), and waiting for e exactly would never end. */
+	 * before this thread ran (one answering from an ordinary call takes the next stop's signal
+	 * in its handler meanwhile), and waiting for e exactly would never end. */
 	for (;;) {
 		uint32_t r = load_acquire(&resume_epoch);
 		if ((int32_t)(r - e) >= 0)
@@ -342,9 +376,9 @@ static NOINLINE void stop_here(gthread_t *t, uint32_t e)
 }
 
 /* Runs on the stopped thread's own stack, so everything above this frame (the kernel's signal
- * frame with every register, the red zone, the thread's frames) is scanned from t->sp. A delivery
- * outside a stop, to an unregistered thread or for a stop already acknowledged does nothing; one
- * inside a hold (threads_hold_stop) is answered when the hold ends. */
+ * frame with every register, the red zone, the thread's frames) is scanned from t->sp. Only a
+ * thread the stop under way counted (STOPPING) answers; inside a hold (threads_hold_stop) it
+ * answers when the hold ends. */
 static void stop_handler(int sig, siginfo_t *si, void *uc)
 {
 	(void)sig;
@@ -352,26 +386,25 @@ static void stop_handler(int sig, siginfo_t *si, void *uc)
 	(void)uc;
 	int saved_errno = errno;
 	gthread_t *t = tls_gthread;
-	uint32_t e = load_acquire(&stop_epoch);
-	if (t != NULL && stop_is_ours(t, e)) {
+	if (t != NULL && load_relaxed(&t->state) == THREAD_STOPPING) {
 		if (t->holds)
 			t->stop_pending = 1;
 		else
-			stop_here(t, e);
+			stop_here(t);
 	}
 	errno = saved_errno;
 }
 
-/* A stop that arrived inside a hold, answered as it ends: the registers are saved on this stack
- * first, where stop_here's scan finds them. */
+/* A stop answered from an ordinary call rather than the handler: at the end of a hold, or by a
+ * thread about to block. The registers are saved on this stack first, where stop_here's scan finds
+ * them. */
 static NOINLINE void stop_deferred(gthread_t *t)
 {
 	unw_context_t ctx;
-	uint32_t e = load_acquire(&stop_epoch);
-	if (!stop_is_ours(t, e))
+	if (load_relaxed(&t->state) != THREAD_STOPPING)
 		return;
 	unw_getcontext(&ctx);
-	stop_here(t, e);
+	stop_here(t);
 	__asm__ volatile("" ::"r"(&ctx) : "memory");
 }
 
@@ -404,33 +437,47 @@ void threads_unlock_registry(void)
 	pthread_mutex_unlock(&threads_lock);
 }
 
+/* Takes t into the stop under way: a blocking thread is held, a running one is marked as owing an
+ * acknowledgement (true). One compare-and-swap decides, against the thread's own moves in and out
+ * of blocking: whichever comes first, the other sees it. */
+static bool stop_take(gthread_t *t)
+{
+	uint32_t st = load_relaxed(&t->state);
+	for (;;) {
+		CHECK(st == THREAD_RUNNING || st == THREAD_BLOCKING);
+		uint32_t to = st == THREAD_BLOCKING ? THREAD_BLOCKING_HELD : THREAD_STOPPING;
+		if (cas_strong_acq_rel(&t->state, &st, to))
+			return to == THREAD_STOPPING;
+	}
+}
+
 int world_stop(void)
 {
 	uint32_t e = load_relaxed(&stop_epoch) + 1;
 	store_relaxed(&acks, 0);
-	store_release(&stop_epoch, e);
-	store_release(&stopping, 1);
+	store_release(&stop_epoch, e); /* before any STOPPING: stop_here reads it after its claim */
 	gthread_t *self = tls_gthread;
 	int n = 0;
 	for (gthread_t *t = threads; t; t = t->next) {
-		if (t == self)
-			continue;
-		uint32_t st = THREAD_BLOCKING;
-		if (cas_strong_acq_rel(&t->state, &st, THREAD_BLOCKING_HELD))
-			continue; /* scanned from where it stood; not signalled */
-		store_release(&t->signalled, e);
-		int r = pthread_kill(t->pt, gc_opt.signo);
-		if (r != 0) {
-			/* Gone without unregistering (killed by another runtime's means): nothing to scan. */
-			t->sp = t->stack_hi;
-			store_relaxed(&t->acked, e);
-			continue;
+		if (t == self || !stop_take(t))
+			continue; /* held ones are scanned from where they stood; not signalled */
+		if (pthread_kill(t->pt, gc_opt.signo) != 0) {
+			/* Gone without unregistering (killed by another runtime's means):
+			 * nothing to scan, and nobody else will answer for it. */
+			uint32_t st = THREAD_STOPPING;
+			if (cas_strong_acq_rel(&t->state, &st, THREAD_RUNNING)) {
+				t->sp = t->stack_hi;
+				t->altstack_lo = t->altstack_hi = 0;
+				store_relaxed(&t->acked, e);
+				continue;
+			}
 		}
 		n++;
 	}
-	/* Wait for every acknowledgement; after a while resend to the silent (a delivery can be
-	 * delayed, e.g. by a sanitizer's runtime; real-time signals queue, and a duplicate is
-	 * ignored by the epoch test). */
+	/* Wait for every acknowledgement; after a while resend to those that still owe one (a
+	 * delivery can be delayed, e.g. by a sanitizer's runtime; real-time signals queue, and a
+	 * duplicate finds nothing to claim). A thread that owes one cannot have started blocking
+	 * since: cgc_enter_blocking answers first. */
 	uint64_t waited = 0;
 	for (;;) {
 		uint32_t a = load_acquire(&acks);
@@ -439,8 +486,7 @@ int world_stop(void)
 		os_futex_wait(&acks, a, 10 * 1000 * 1000);
 		if (++waited % 100 == 0)
 			for (gthread_t *t = threads; t; t = t->next)
-				if (t != self && load_relaxed(&t->state) == THREAD_RUNNING &&
-				    load_acquire(&t->acked) != e)
+				if (t != self && load_relaxed(&t->state) == THREAD_STOPPING)
 					pthread_kill(t->pt, gc_opt.signo);
 	}
 	return n;
@@ -453,8 +499,9 @@ void world_start(void)
 		uint32_t st = THREAD_BLOCKING_HELD;
 		if (cas_strong_acq_rel(&t->state, &st, THREAD_BLOCKING))
 			os_futex_wake(&t->state, 1);
+		else /* every claim was made before the stop ended */
+			CHECK(st != THREAD_STOPPING);
 	}
-	store_release(&stopping, 0);
 	store_release(&resume_epoch, e);
 	os_futex_wake(&resume_epoch, 0x7fffffff);
 }
@@ -512,7 +559,6 @@ void threads_fork_child(void)
 			thread_pool = t;
 		}
 	}
-	store_relaxed(&stopping, 0);
 	pthread_mutex_unlock(&threads_lock);
 	pthread_mutex_unlock(&starting_lock);
 }

@@ -1,6 +1,7 @@
 /* check_concurrent.c - concurrent marking: cycles that mark beside the program, with the barrier
  * and with write tracking, verified by checkmark; a program that breaks its barrier promise is
- * caught; the stw knob. doc/design/collector.md 8 and 9, doc/design/barrier.md. */
+ * caught; the stw knob; stops against holds and blocking calls. doc/design/collector.md 3.5, 8
+ * and 9, doc/design/barrier.md. */
 #include <check.h>
 #include <pthread.h>
 #include <sched.h>
@@ -11,6 +12,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <valgrind/memcheck.h>
 
 #include "alloc/alloc.h"
 #include "gc/gc.h"
@@ -289,6 +291,131 @@ START_TEST(test_stop_waits_for_hold)
 }
 END_TEST
 
+/* A thread's move into a blocking call races the stops of a collecting thread. The threads block
+ * every signal and do a little work before cgc_enter_blocking, as a program may: a stop that finds
+ * one there counts it as running, and its signal cannot arrive. Then the thread waits, blocking,
+ * for the collection under way to end; that collection waits for the thread's acknowledgement,
+ * which only cgc_enter_blocking can still give (doc/design/collector.md 3.5). Each wait is bounded,
+ * so the hang shows as a wait that timed out; the test ends at the first one. */
+#define BLOCKERS 3
+static uint32_t blk_gen;      /* atomic: collections the collecting thread has finished */
+static uint32_t blk_over;     /* atomic: the test is over */
+static uint32_t blk_timeouts; /* atomic: waits that ran out */
+static uint64_t blk_rounds;   /* atomic: blocking calls made */
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *blocker(void *arg)
+{
+	(void)arg;
+	void **o = cgc_malloc(64);
+	REQUIRE(o != NULL, "cgc_malloc failed");
+	o[0] = cgc_malloc(48); /* reachable only through o, and o only from this thread */
+	void **volatile keep = o;
+	o = NULL;
+	/* A collection takes well under a second here; valgrind (STRESS_SCALE 0.05) slows it. */
+	double limit = 2.0 / (test_scale() < 1 ? test_scale() : 1);
+	sigset_t all, old;
+	sigfillset(&all);
+	while (!__atomic_load_n(&blk_over, __ATOMIC_ACQUIRE)) {
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		for (double t = now_s() + 20e-6; now_s() < t;)
+			;
+		uint32_t g = __atomic_load_n(&blk_gen, __ATOMIC_ACQUIRE);
+		cgc_enter_blocking();
+		/* No heap pointer touched until cgc_exit_blocking. */
+		double until = now_s() + limit;
+		while (__atomic_load_n(&blk_gen, __ATOMIC_ACQUIRE) == g &&
+		       !__atomic_load_n(&blk_over, __ATOMIC_ACQUIRE)) {
+			if (now_s() > until) {
+				__atomic_fetch_add(&blk_timeouts, 1, __ATOMIC_RELAXED);
+				__atomic_store_n(&blk_over, 1, __ATOMIC_RELEASE);
+				break;
+			}
+			struct timespec ts = {0, 50 * 1000};
+			nanosleep(&ts, NULL);
+		}
+		cgc_exit_blocking();
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		__atomic_fetch_add(&blk_rounds, 1, __ATOMIC_RELAXED);
+	}
+	REQUIRE(cgc_base(keep) == keep && cgc_base(keep[0]) == keep[0],
+		"what a blocking thread kept was freed");
+	return NULL;
+}
+
+START_TEST(test_blocking_races_stop)
+{
+	pthread_t t[BLOCKERS];
+	for (int i = 0; i < BLOCKERS; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, blocker, NULL), 0);
+	uint64_t n = 0;
+	double end = now_s() + 2.0;
+	for (; now_s() < end && !__atomic_load_n(&blk_over, __ATOMIC_ACQUIRE); n++) {
+		cgc_collect();
+		__atomic_fetch_add(&blk_gen, 1, __ATOMIC_RELEASE);
+	}
+	__atomic_store_n(&blk_over, 1, __ATOMIC_RELEASE);
+	for (int i = 0; i < BLOCKERS; i++)
+		pthread_join(t[i], NULL);
+	printf("blocking races: %llu collections, %llu blocking calls\n", (unsigned long long)n,
+	       (unsigned long long)__atomic_load_n(&blk_rounds, __ATOMIC_RELAXED));
+	ck_assert_msg(__atomic_load_n(&blk_timeouts, __ATOMIC_RELAXED) == 0,
+		      "a stop waited for a thread that had started blocking (after %llu "
+		      "collections)", (unsigned long long)n);
+}
+END_TEST
+
+#if defined(__x86_64__)
+/* cgc_enter_blocking records what its caller holds in callee-saved registers, the values the caller
+ * finds again on return, not cgc_enter_blocking's own: one it saved in its frame and reused
+ * before taking the registers would otherwise hold a pointer that no scan sees while the thread
+ * blocks (GCC kept a local's address in r12 there, and rbx for the thread's record). */
+START_TEST(test_blocking_keeps_callee_saved)
+{
+	static const uint64_t mark[5] = {0x5eed00000000b0b1ull, 0x5eed00000000b0b2ull,
+					 0x5eed00000000b0b3ull, 0x5eed00000000b0b4ull,
+					 0x5eed00000000b0b5ull};
+	ck_assert_ptr_nonnull(threads_register_self());
+	/* Past the red zone, the five registers saved, and the stack aligned for the call. */
+	__asm__ volatile("sub $128, %%rsp\n\t"
+			 "mov %0, %%rax\n\t" /* %0 may be one of the five */
+			 "push %%rbx\n\tpush %%r12\n\tpush %%r13\n\tpush %%r14\n\tpush %%r15\n\t"
+			 "mov 0(%%rax), %%rbx\n\tmov 8(%%rax), %%r12\n\tmov 16(%%rax), %%r13\n\t"
+			 "mov 24(%%rax), %%r14\n\tmov 32(%%rax), %%r15\n\t"
+			 "sub $8, %%rsp\n\t"
+			 "call cgc_enter_blocking\n\t"
+			 "add $8, %%rsp\n\t"
+			 "pop %%r15\n\tpop %%r14\n\tpop %%r13\n\tpop %%r12\n\tpop %%rbx\n\t"
+			 "add $128, %%rsp"
+			 :
+			 : "r"(mark)
+			 : "rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "memory",
+			   "cc");
+	gthread_t *t = tls_gthread;
+	ck_assert_uint_eq(__atomic_load_n(&t->state, __ATOMIC_RELAXED), THREAD_BLOCKING);
+	/* The copied frame has padding never written; the collector's scan declares what it reads
+	 * defined (collector.md 5.5), and so must this one under valgrind. */
+	VALGRIND_MAKE_MEM_DEFINED(t->regs, t->regs_size);
+	int found = 0;
+	for (int i = 0; i < 5; i++)
+		for (size_t j = 0; j < t->regs_size / sizeof(uint64_t); j++)
+			if (((const uint64_t *)t->regs)[j] == mark[i]) {
+				found++;
+				break;
+			}
+	cgc_exit_blocking();
+	ck_assert_msg(found == 5, "only %d of the caller's 5 callee-saved registers were recorded",
+		      found);
+}
+END_TEST
+#endif
+
 static Suite *concurrent_suite(void)
 {
 	Suite *s = suite_create("concurrent");
@@ -299,6 +426,10 @@ static Suite *concurrent_suite(void)
 	tcase_add_test(tc, test_stw_knob);
 	tcase_add_test(tc, test_broken_promise_caught);
 	tcase_add_test(tc, test_stop_waits_for_hold);
+	tcase_add_test(tc, test_blocking_races_stop);
+#if defined(__x86_64__)
+	tcase_add_test(tc, test_blocking_keeps_callee_saved);
+#endif
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -136,9 +136,9 @@ static const char *state_name(int s)
 			      (unsigned long)SHOW(h), state_name(s_));                             \
 	} while (0)
 
-/* Not under TSan (its runtime keeps copies of pointers) nor valgrind: there a thread signalled
- * while it waits for the collector thread is scanned with every register valgrind saved for the
- * handler, and stale copies in scratch registers kept objects alive (seen in CI, two tests). */
+/* Not under TSan (its runtime keeps copies of pointers) nor valgrind: there a thread stopped by a
+ * signal is scanned with every register valgrind saved for the handler, and stale copies in
+ * scratch registers kept objects alive (seen in CI, two tests). */
 #define RECLAIM_CHECKED (!UNDER_TSAN && !RUNNING_ON_VALGRIND)
 #define ASSERT_RECLAIMED(h)                                                                        \
 	ck_assert_msg(!RECLAIM_CHECKED || reclaimed(h), "object %#lx survived; expected it reclaimed", \
