@@ -75,13 +75,7 @@ void prefault_start(void)
 #endif
 	if (rt_valgrind || !cas_strong_acq_rel(&P.state, &expect, 2))
 		return; /* memcheck tracks the memory itself; or started or starting */
-	pthread_t t;
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	int r = threads_create_internal(&t, &attr, prefault_main, NULL);
-	pthread_attr_destroy(&attr);
-	store_release(&P.state, r == 0 ? 1 : 0);
+	store_release(&P.state, threads_create_internal(prefault_main, NULL) == 0 ? 1 : 0);
 }
 
 /* The bump pointer moved to bump, in a reservation ending at end, with inuse bytes of the heap in
@@ -93,9 +87,8 @@ void prefault_note(uintptr_t bump, uintptr_t end, size_t inuse)
 	uintptr_t ahead = inuse / 8;
 	ahead = ahead < PREFAULT_AHEAD_MIN ? PREFAULT_AHEAD_MIN : ahead > PREFAULT_AHEAD_MAX ? PREFAULT_AHEAD_MAX : ahead;
 	uintptr_t want = bump + ahead < end ? bump + ahead : end;
-	/* Never wait for the helper, which runs at idle priority and may be preempted holding its
-	 * lock for as long as the program keeps the CPUs busy, while we hold mheap.lock: the next
-	 * note asks again. */
+	/* Never wait for the helper while we hold mheap.lock (it may be preempted holding its own
+	 * lock, and every allocating thread would queue behind us): the next note asks again. */
 	if (pthread_mutex_trylock(&P.lock) != 0)
 		return;
 	/* A new reservation, or the first request: start at the bump pointer. */

@@ -391,13 +391,8 @@ static void collector_start_locked(void)
 {
 	if (K.started)
 		return;
-	pthread_t t;
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (threads_create_internal(&t, &attr, collector_main, NULL) != 0)
+	if (threads_create_internal(collector_main, NULL) != 0)
 		cgc_fatal("cgc: cannot start the collector thread");
-	pthread_attr_destroy(&attr);
 	K.started = 1;
 }
 

@@ -183,7 +183,7 @@ gthread_t *threads_first(void);            /* the registry's list (world stopped
  * would let land after the cycle ended (collector.md 8.3). Cheap: no system call. */
 void threads_hold_stop(void);
 void threads_release_stop(void);
-int threads_create_internal(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
+int threads_create_internal(void *(*fn)(void *), void *arg); /* detached, never stopped */
 /* Calls fn for every registered thread with the world stopped: lo/hi is what to scan of its
  * stack, regs/regs_size any saved registers outside that range. */
 void threads_each(void (*fn)(gthread_t *t, uintptr_t lo, uintptr_t hi, void *arg), void *arg);

@@ -389,13 +389,7 @@ size_t mark_drain_parallel(gcwork_t *w0, uint64_t *cpu_ns, int *workers)
 	int want = gc_opt.procs;
 	lock_acquire(&M.lock);
 	while (M.started < want - 1) {
-		pthread_t t;
-		pthread_attr_t attr;
-		pthread_attr_init(&attr);
-		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		int r = threads_create_internal(&t, &attr, worker_main, NULL);
-		pthread_attr_destroy(&attr);
-		if (r != 0)
+		if (threads_create_internal(worker_main, NULL) != 0)
 			break; /* fewer workers; marking still completes */
 		M.started++;
 	}
@@ -624,13 +618,7 @@ void mark_concurrent_start(void)
 		n++;
 	lock_acquire(&M.lock);
 	while (C.started < n + 1) {
-		pthread_t t;
-		pthread_attr_t attr;
-		pthread_attr_init(&attr);
-		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		int r = threads_create_internal(&t, &attr, bgworker_main, (void *)(intptr_t)C.started);
-		pthread_attr_destroy(&attr);
-		if (r != 0)
+		if (threads_create_internal(bgworker_main, (void *)(intptr_t)C.started) != 0)
 			break; /* fewer workers: assists and mark termination still finish the work */
 		C.started++;
 	}

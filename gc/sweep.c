@@ -311,13 +311,8 @@ void sweep_start_background(void)
 	lock_acquire(&bg_lock);
 	if (!bg_started) {
 		bg_started = 1;
-		pthread_t t;
-		pthread_attr_t attr;
-		pthread_attr_init(&attr);
-		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		if (threads_create_internal(&t, &attr, bg_sweeper, NULL) != 0)
+		if (threads_create_internal(bg_sweeper, NULL) != 0)
 			bg_started = 0; /* allocating threads and the next cycle sweep instead */
-		pthread_attr_destroy(&attr);
 	}
 	bg_wanted = load_relaxed(&mheap.sweepgen);
 	pthread_cond_signal(&bg_cond);

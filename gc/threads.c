@@ -218,10 +218,17 @@ void threads_release_stop(void)
 	}
 }
 
-/* cgc's own threads (mark workers, the background sweeper): never registered, never stopped. */
-int threads_create_internal(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+/* cgc's own threads (the collector, mark workers, the background sweeper, the prefault helper):
+ * detached, never registered, never stopped. 0, or pthread_create's error. */
+int threads_create_internal(void *(*fn)(void *), void *arg)
 {
-	return find_real_pthread_create()(t, attr, fn, arg);
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	int r = find_real_pthread_create()(&t, &attr, fn, arg);
+	pthread_attr_destroy(&attr);
+	return r;
 }
 
 CGC_API int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
