@@ -13,11 +13,10 @@
 
 CGC_API int cgc_barrier_active;
 
-/* Shades n values with stops held off. */
-/* Both shade only while the barrier is still on, read inside the hold: a thread stopped for mark
- * termination between its test of the flag and here would otherwise set marks after the cycle
- * ended, during or after the sweep, and the next cycle would take them for its own and never
- * scan those objects (the bug class of collector.md 8.3). */
+/* Shades n values with stops held off, and only while the barrier is still on, read inside the
+ * hold (flush below too): a thread stopped for mark termination between its test of the flag and
+ * here would otherwise set marks after the cycle ended, during or after the sweep, and the next
+ * cycle would take them for its own and never scan those objects (collector.md 8.3). */
 static void shade_blocked(const uintptr_t *v, size_t n)
 {
 	threads_hold_stop();
