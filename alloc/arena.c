@@ -4,6 +4,7 @@
 
 #include "alloc/alloc.h"
 #include "alloc/os.h"
+#include "gc/gc.h"
 
 heap_arena_t **arena_index;
 /* The range only grows, from an empty one at the first hint: lo falls and hi rises, so whatever
@@ -57,16 +58,19 @@ static uintptr_t arena_reserve(size_t size)
 	return a;
 }
 
-/* Huge pages, once the heap outgrows its first arena. A big heap spends a fifth of its time in
- * page faults with 4 KiB pages (GCBench at 200 MB live: 2.4 s -> 1.9 s with huge pages, bench/
- * README.md); a small one would hold up to 2 MiB more per region it touches, for nothing. So the
- * first arena starts with small pages, and when a second one is needed every arena so far is
- * advised too (the kernel collapses their touched parts in the background) and every later one
- * at once. The scavenger's MADV_DONTNEED of a shorter run splits a huge page, which is correct,
- * only slower. */
+/* Huge pages, only when asked for (CGC_DEBUG=hugepages=1; doc/design/allocator.md 5.5). Whether
+ * they pay depends on the machine: on one VM they took GCBench at 200 MB live from 2.4 to 1.9 s
+ * (a fifth of its time had been 4 KiB page faults); on another they took it from 0.95 to 1.6 s,
+ * the kernel's zeroing of each fresh 2 MiB page costing several ms there (perf: clear_page 44% of
+ * all CPU, against 2% with small pages). mimalloc, jemalloc and Go leave the choice to the system
+ * by default too. When asked for, a small heap keeps small pages (it would hold up to 2 MiB more
+ * per region it touches, for nothing): the first arena starts with small pages, and when a second
+ * one is needed every arena so far is advised too (the kernel collapses their touched parts in the
+ * background) and every later one at once. The scavenger's MADV_DONTNEED of a shorter run splits
+ * a huge page, which is correct, only slower. */
 static void arena_advise_hugepages(uintptr_t a, size_t size)
 {
-	if (rt_valgrind)
+	if (rt_valgrind || !gc_opt.hugepages)
 		return;
 	if (mheap.arena_bytes <= ARENA_SIZE)
 		return;

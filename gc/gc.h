@@ -47,6 +47,7 @@ typedef struct gc_options {
 	int stw;                     /* CGC_DEBUG=stw: 1 every cycle stops the world to mark, 0 none
 	                                does (where it can), -1 (default) by heap size */
 	int checkmark;               /* CGC_DEBUG=checkmark=1: verify each concurrent mark */
+	int hugepages;               /* CGC_DEBUG=hugepages=1: advise arenas MADV_HUGEPAGE */
 } gc_options_t;
 
 extern gc_options_t gc_opt;

@@ -135,6 +135,7 @@ static void debug_parse(const char *v)
 		int *flag = strcmp(kv, "gctrace") == 0     ? &gc_opt.gctrace
 			    : strcmp(kv, "stw") == 0       ? &gc_opt.stw
 			    : strcmp(kv, "checkmark") == 0 ? &gc_opt.checkmark
+			    : strcmp(kv, "hugepages") == 0 ? &gc_opt.hugepages
 							   : NULL;
 		if (flag) {
 			if (strcmp(val, "0") == 0 || strcmp(val, "1") == 0)
@@ -159,6 +160,7 @@ void options_init(void)
 	gc_opt.gctrace = 0;
 	gc_opt.stw = -1;
 	gc_opt.checkmark = 0;
+	gc_opt.hugepages = 0;
 	const char *v;
 	if ((v = getenv("CGC_PERCENT")) != NULL && *v)
 		percent_parse(v);
