@@ -18,6 +18,8 @@
 /* Compare-and-swap; on failure *expected receives the current value. */
 #define cas_weak_release(p, expected, desired) \
 	__atomic_compare_exchange_n((p), (expected), (desired), true, __ATOMIC_RELEASE, __ATOMIC_RELAXED)
+#define cas_weak_relaxed(p, expected, desired) \
+	__atomic_compare_exchange_n((p), (expected), (desired), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)
 #define cas_strong_acq_rel(p, expected, desired) \
 	__atomic_compare_exchange_n((p), (expected), (desired), false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
 

@@ -36,18 +36,21 @@ static NOINLINE void flush(wbbuf_t *b)
 	threads_release_stop();
 }
 
-static ALWAYS_INLINE bool already_marked(uintptr_t v)
-{
-	span_t *s = spanmap_lookup(v);
-	if (s == NULL || load_acquire(&s->kind) == SPAN_FREE)
-		return false;
-	size_t idx = span_objindex(s, v);
-	return idx < s->nelems && load_relaxed(&s->marks[idx]) != 0;
-}
-
 /* Yuasa: the value about to be overwritten was reachable when marking began, and the mark must
  * still find it. Dijkstra: the value stored may have come from a stack the mark has not scanned,
- * or from an object being scanned. Both are buffered; a full buffer is shaded at once. */
+ * or from an object being scanned. Both go into the thread's buffer as they are, NULL and non-heap
+ * words included, and a full buffer is shaded at once (mark_shade skips what is not a white heap
+ * object), as Go's wbBuf: a few stores while marking, no lock, no lookup, no hold. It used to
+ * test both values' mark bytes here, inside a hold so that the bytes read were this cycle's, and
+ * that was a quarter of GCBench's program thread while the barrier was on (perf).
+ *
+ * Without the hold a stop can land anywhere in here. A stop for mark termination between the
+ * entries and the count leaves them uncounted, and one after the count leaves them counted and
+ * shaded by barrier_flush_all: either way right, since the store they guard has not happened yet
+ * and needs no barrier once the cycle is over (doc/design/barrier.md 3). Entries made after that
+ * stop, by a thread that had tested the flag before it, are left for the next flush, which shades
+ * them only if a mark is on (inside its hold), or the next cycle's start drops them
+ * (barrier_enable): they belong to no cycle. */
 CGC_API void cgc_write_barrier(void *slot, const void *value)
 {
 	if (!load_relaxed(&cgc_barrier_active))
@@ -60,35 +63,14 @@ CGC_API void cgc_write_barrier(void *slot, const void *value)
 		shade_blocked(both, 2);
 		return;
 	}
-	/* The rest inside a hold, with the flag read again there (acquire, paired with
-	 * barrier_enable's release). A stop for mark termination that landed between the test
-	 * above and the mark bytes read below let this thread read them after the cycle ended,
-	 * while a sweep cleared them (TSan: collect_dead's memset against already_marked, in
-	 * tests/model_gc), and buffer and flush into a cycle that was over. Inside the hold the
-	 * cycle cannot end, and the mark bytes read are this cycle's: the last sweep finished
-	 * before the barrier was turned on. */
-	threads_hold_stop();
-	if (load_acquire(&cgc_barrier_active)) {
-		uintptr_t lo = load_relaxed(&heap_lo), span = load_relaxed(&heap_hi) - lo;
-		uintptr_t o = *(volatile uintptr_t *)slot, v = (uintptr_t)value;
-		bool so = o - lo < span && !already_marked(o), sv = v - lo < span && !already_marked(v);
-		if (so || sv) {
-			wbbuf_t *b = t->wb;
-			uint32_t n = b->n;
-			if (so)
-				b->v[n++] = o;
-			if (sv)
-				b->v[n++] = v;
-			/* The entries before the count: a stop between them leaves them uncounted,
-			 * which is safe, since the store they guard has not happened yet
-			 * (doc/design/barrier.md 3). */
-			__atomic_signal_fence(__ATOMIC_RELEASE);
-			store_relaxed(&b->n, n);
-			if (n + 2 > WB_ENTRIES)
-				flush(b);
-		}
-	}
-	threads_release_stop();
+	wbbuf_t *b = t->wb;
+	uint32_t n = b->n;
+	b->v[n] = *(volatile uintptr_t *)slot;
+	b->v[n + 1] = (uintptr_t)value;
+	__atomic_signal_fence(__ATOMIC_RELEASE);
+	store_relaxed(&b->n, n + 2);
+	if (unlikely(n + 4 > WB_ENTRIES))
+		flush(b);
 }
 
 void barrier_enable(bool on)
