@@ -422,6 +422,11 @@ int main(int argc, char **argv)
 	printf(" barrier=0");
 #endif
 	printf(" max_pause_ns=%" PRIu64, s.pause_max_ns);
+	if (verbose) /* where the resident memory is, at the end */
+		fprintf(stderr,
+			"gcbench: cgc heap_inuse=%zu heap_spans=%zu heap_free=%zu heap_released=%zu"
+			" heap_mapped=%zu meta_mapped=%zu\n",
+			s.heap_inuse, s.heap_spans, s.heap_free, s.heap_released, s.heap_mapped, s.meta_mapped);
 #elif defined(USE_BDWGC)
 	printf(" collections=%" PRIuMAX " incremental=%d stops=%" PRIu64 " pause_max_ns=%" PRIu64
 	       " pause_total_ns=%" PRIu64 " max_pause_ns=%" PRIu64,

@@ -112,11 +112,18 @@ void pacer_mark_start(void)
  * (before the hard goal, once past the goal), as Go's revised assist ratio. */
 double pacer_assist_ratio(void)
 {
-	double left = gc.mark_work - (double)mark_concurrent_marked();
-	if (left < (double)(64 << 10))
-		left = (double)(64 << 10);
 	int64_t since = load_relaxed(&gc.alloc_since);
 	size_t live = gc.heap_marked + (size_t)(since > 0 ? since : 0);
+	/* Past the work expected, the mark may have all of the heap as it is now to scan (Go's
+	 * worst case): without the write barrier the objects made during the mark are marked and
+	 * scanned too, the expected work ran out early, the ratio fell to nothing, and GCBench's
+	 * heap ran to the hard goal, 25% over the goal, while the mark went on. */
+	double done = (double)mark_concurrent_marked(), expect = gc.mark_work;
+	if (done > expect)
+		expect = (double)(live + gc.root_bytes);
+	double left = expect - done;
+	if (left < (double)(64 << 10))
+		left = (double)(64 << 10);
 	size_t goal = load_relaxed(&gc.goal);
 	size_t target = live < goal ? goal : pacer_hard_goal();
 	double dist = target > live ? (double)(target - live) : 0.0;

@@ -426,23 +426,41 @@ START_TEST(test_remote_free_reuse)
 END_TEST
 
 /* Metadata pieces of mixed sizes never run past their chunk (a bug once: the room check came
- * before the alignment) and are aligned to min(size, page). */
+ * before the alignment), never overlap, and are aligned: to their size up to 64 bytes (powers of
+ * two), to a 64-byte line above (whole lines, no power-of-two rounding). A freed piece is reused
+ * for its size, zeroed. */
 START_TEST(test_meta_alloc)
 {
-	static const size_t sizes[] = {100, 16384, 65536, 300, 4096, 24};
-	size_t before = meta_mapped_bytes(), handed = 0;
-	for (int i = 0; i < 400; i++) {
-		size_t n = sizes[i % 6], b = 16;
-		while (b < n)
-			b <<= 1;
-		char *p = meta_alloc(n);
+	static const size_t sizes[] = {100, 16384, 65536, 300, 4096, 24, 688, 65};
+	enum { N = 400, K = sizeof sizes / sizeof sizes[0] };
+	static char *got[N];
+	size_t before = meta_mapped_bytes();
+	for (int i = 0; i < N; i++) {
+		size_t n = sizes[i % K], b = 16;
+		if (n <= 64)
+			while (b < n)
+				b <<= 1;
+		else
+			b = (n + 63) / 64 * 64;
+		char *p = got[i] = meta_alloc(n);
 		ck_assert_ptr_nonnull(p);
-		ck_assert_uint_eq((uintptr_t)p % (b < 4096 ? b : 4096), 0);
-		p[0] = 1;
-		p[b - 1] = 1;
-		handed += b;
+		ck_assert_uint_eq((uintptr_t)p % (b < 64 ? b : 64), 0);
+		for (size_t j = 0; j < b; j++)
+			ck_assert_int_eq(p[j], 0);
+		memset(p, 0xa5, b); /* a piece handed out twice, or overlapping, is caught below */
 	}
-	ck_assert_uint_le(handed, meta_mapped_bytes() - before);
+	ck_assert_uint_ge(meta_mapped_bytes(), before);
+	for (int i = 0; i < N; i++) {
+		size_t n = sizes[i % K], b = n <= 64 ? 32 : (n + 63) / 64 * 64;
+		for (size_t j = 0; j < (n <= 64 ? n : b); j++)
+			ck_assert_int_eq((unsigned char)got[i][j], 0xa5);
+	}
+	/* Reuse: the same size gets the freed piece back, zeroed. */
+	meta_free(got[6], 688);
+	char *again = meta_alloc(688);
+	ck_assert_ptr_eq(again, got[6]);
+	for (size_t j = 0; j < 704; j++)
+		ck_assert_int_eq(again[j], 0);
 }
 END_TEST
 
